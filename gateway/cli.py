@@ -1,0 +1,145 @@
+"""``embedding-gateway serve | check-config | embed`` (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import sys
+from typing import Sequence
+
+import httpx
+import orjson
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+__all__ = ["main"]
+
+logger = logging.getLogger("gateway")
+
+
+def _config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("GATEWAY_CONFIG") or "config.yaml"
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s) in the config:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    _setup_logging(args.log_level)
+    config = _load(_config_path(args.config))
+    if config is None:
+        return 2
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    if config.auth is None and not _is_loopback(host):
+        logger.warning(
+            "NO AUTH: serving on %s without an auth section; anyone who can reach this "
+            "address can use every model. Add auth.keys to the config.", host,
+        )
+    app = create_app(config, log_format=args.log_format)
+    server = uvicorn.Server(uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    ))
+    logger.info("serving %d model alias(es) from %s on http://%s:%d", len(config.models), config.source, host, port)
+    server.run()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = _config_path(args.path)
+    config = _load(path)
+    if config is None:
+        return 2
+    for name, alias in config.models.items():
+        names = ", ".join(f"{d.name} ({d.provider})" for d in alias.deployments)
+        print(f"{name}: {alias.routing}: {names}")
+    print(f"{path}: ok")
+    return 0
+
+
+async def _embed_once(config: GatewayConfig, model: str, texts: list[str], encoding: str | None) -> tuple[int, bytes]:
+    from gateway.app import create_app
+
+    app = create_app(config)
+    body: dict[str, object] = {"model": model, "input": texts[0] if len(texts) == 1 else texts}
+    if encoding:
+        body["encoding_format"] = encoding
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            response = await client.post("/v1/embeddings", json=body)
+    return response.status_code, response.content
+
+
+def _embed(args: argparse.Namespace) -> int:
+    _setup_logging("warning")
+    config = _load(_config_path(args.config))
+    if config is None:
+        return 2
+    status, content = asyncio.run(_embed_once(config, args.model, args.text, args.encoding_format))
+    sys.stdout.write(orjson.dumps(orjson.loads(content), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0 if status == 200 else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedding-gateway", description="An embedding gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--config", help="config file (default: $GATEWAY_CONFIG, then ./config.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path", nargs="?")
+    check.set_defaults(run=_check)
+    embed = commands.add_parser("embed", help="embed texts once and print the response JSON")
+    embed.add_argument("--model", required=True)
+    embed.add_argument("--config")
+    embed.add_argument("--encoding-format", dest="encoding_format")
+    embed.add_argument("text", nargs="+")
+    embed.set_defaults(run=_embed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The config file (DESIGN.md section 2) loaded into frozen, typed objects.
+
+Every problem is reported with its YAML path, all at once; unknown keys are errors.
+Nothing outside this module and the CLI reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from gateway.config_reader import Reader
+from gateway.envsubst import substitute
+from providers.registry import UnknownProvider, load_provider_class
+
+__all__ = [
+    "AliasConfig",
+    "AuthConfig",
+    "ConfigError",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DeploymentConfig",
+    "GatewayConfig",
+    "KeyConfig",
+    "ServerConfig",
+    "UsageConfig",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_LEDGER = "sqlite:///gateway-usage.db"
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+ROUTING_STRATEGIES = ("fallback", "weighted", "least-busy")
+
+_TOP_KEYS = ("server", "auth", "usage", "models")
+_SERVER_KEYS = ("host", "port", "max_request_bytes")
+_LIMIT_KEYS = ("max_inputs", "max_input_tokens", "max_request_tokens")
+_DEPLOYMENT_KEYS = (
+    "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
+    "dimensions", "matryoshka", *_LIMIT_KEYS, "price_per_million_tokens", "extra_body",
+    "timeout_s", "connect_timeout_s",
+)
+_ALIAS_KEYS = ("routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", *_LIMIT_KEYS)
+
+
+class ConfigError(Exception):
+    """The config is not usable; ``errors`` holds one line per problem, with its path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyConfig:
+    id: str
+    key: str = field(repr=False)
+    models: tuple[str, ...] = ("*",)
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    keys: tuple[KeyConfig, ...] = ()
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageConfig:
+    ledger: str = DEFAULT_LEDGER
+
+    @property
+    def enabled(self) -> bool:
+        return self.ledger != "off"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentConfig:
+    name: str
+    provider: str
+    model: str | None = None
+    space: str | None = None
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    weight: float = 1.0
+    dimensions: int | None = None
+    matryoshka: bool = False
+    max_inputs: int | None = None
+    max_input_tokens: int | None = None
+    max_request_tokens: int | None = None
+    price_per_million_tokens: float | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vector_space(self) -> str:
+        return self.space or self.model or self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class AliasConfig:
+    name: str
+    deployments: tuple[DeploymentConfig, ...]
+    routing: str = "fallback"
+    retries: int = 0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    allow_mixed_spaces: bool = False
+    max_inputs: int | None = None
+    max_input_tokens: int | None = None
+    max_request_tokens: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    models: dict[str, AliasConfig]
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig | None = None
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    source: str | None = None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a config file; raises :class:`ConfigError` listing every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    return parse_config(data, os.environ if env is None else env, source=str(path))
+
+
+def parse_config(
+    data: Any, env: Mapping[str, str], *, source: str | None = None
+) -> GatewayConfig:
+    errors: list[str] = []
+    data = substitute(data, env, "", errors)
+    top = Reader(data, "", errors)
+    top.reject_unknown(_TOP_KEYS)
+    server = _server(top.child("server"))
+    auth = _auth(top.child("auth")) if top.has("auth") else None
+    usage_reader = top.child("usage")
+    usage_reader.reject_unknown(("ledger",))
+    if usage_reader.node.get("ledger") is False:  # YAML reads a bare `off` as false
+        usage_reader.node["ledger"] = "off"
+    usage = UsageConfig(ledger=usage_reader.str("ledger", DEFAULT_LEDGER))
+    if usage.ledger != "off" and not usage.ledger.startswith("sqlite:///"):
+        usage_reader.error("ledger", "must be sqlite:///PATH or off")
+    models_reader = top.child("models")
+    if not top.has("models") or not models_reader.node:
+        top.error("models", "must name at least one model alias")
+    models = {
+        str(alias): _alias(str(alias), models_reader.child(str(alias)))
+        for alias in models_reader.node
+    }
+    if errors:
+        raise ConfigError(errors)
+    return GatewayConfig(models=models, server=server, auth=auth, usage=usage, source=source)
+
+
+def _server(reader: Reader) -> ServerConfig:
+    reader.reject_unknown(_SERVER_KEYS)
+    return ServerConfig(
+        host=reader.str("host", DEFAULT_HOST),
+        port=reader.int("port", DEFAULT_PORT, minimum=0, maximum=65535),
+        max_request_bytes=reader.int("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
+    )
+
+
+def _auth(reader: Reader) -> AuthConfig:
+    reader.reject_unknown(("keys", "admin_keys"))
+    keys: list[KeyConfig] = []
+    raw_keys = reader.raw("keys", [])
+    if not isinstance(raw_keys, list):
+        reader.error("keys", "must be a list of keys")
+        raw_keys = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_keys):
+        key_reader = Reader(raw, f"{reader.at('keys')}[{index}]", reader.errors)
+        key_reader.reject_unknown(("id", "key", "models", "rpm", "tpm"))
+        key_id = key_reader.str("id")
+        if key_id in seen:
+            key_reader.error("id", f"{key_id!r} is used by another key")
+        seen.add(key_id)
+        keys.append(
+            KeyConfig(
+                id=key_id,
+                key=key_reader.str("key"),
+                models=key_reader.str_list("models", ("*",)),
+                rpm=key_reader.int("rpm", None, minimum=1),
+                tpm=key_reader.int("tpm", None, minimum=1),
+            )
+        )
+    return AuthConfig(keys=tuple(keys), admin_keys=reader.str_list("admin_keys"))
+
+
+def _alias(name: str, reader: Reader) -> AliasConfig:
+    if reader.has("deployments"):
+        reader.reject_unknown(_ALIAS_KEYS)
+        raw_list = reader.raw("deployments")
+        if not isinstance(raw_list, list) or not raw_list:
+            reader.error("deployments", "must be a non-empty list of deployments")
+            raw_list = []
+        deployments = [
+            _deployment(Reader(raw, f"{reader.at('deployments')}[{i}]", reader.errors), f"{name}-{i}")
+            for i, raw in enumerate(raw_list)
+        ]
+    else:
+        deployments = [_deployment(reader, name, extra_allowed=_ALIAS_KEYS)]
+    _check_names(reader, deployments)
+    routing = reader.str("routing", "fallback", choices=ROUTING_STRATEGIES)
+    alias = AliasConfig(
+        name=name,
+        deployments=tuple(d for d in deployments if d is not None),
+        routing=routing,
+        retries=reader.int("retries", 0, maximum=10),
+        timeout_s=reader.number("timeout_s", DEFAULT_TIMEOUT_S, exclusive=True),
+        allow_mixed_spaces=reader.bool("allow_mixed_spaces", False),
+        max_inputs=reader.int("max_inputs", None, minimum=1),
+        max_input_tokens=reader.int("max_input_tokens", None, minimum=1),
+        max_request_tokens=reader.int("max_request_tokens", None, minimum=1),
+    )
+    _check_spaces(reader, alias)
+    return alias
+
+
+def _check_names(reader: Reader, deployments: list[DeploymentConfig | None]) -> None:
+    seen: set[str] = set()
+    for deployment in deployments:
+        if deployment is None:
+            continue
+        if deployment.name in seen:
+            reader.error("deployments", f"two deployments are named {deployment.name!r}")
+        seen.add(deployment.name)
+
+
+def _check_spaces(reader: Reader, alias: AliasConfig) -> None:
+    spaces = {d.name: d.vector_space for d in alias.deployments}
+    if len(set(spaces.values())) > 1 and not alias.allow_mixed_spaces:
+        listed = ", ".join(f"{name} (space {space!r})" for name, space in spaces.items())
+        reader.error(
+            None,
+            f"alias {alias.name!r} mixes vector spaces: {listed}; vectors from different "
+            "spaces must not be served under one alias (set a common `space`, split the "
+            "alias, or set allow_mixed_spaces: true)",
+        )
+
+
+def _deployment(
+    reader: Reader, default_name: str, *, extra_allowed: tuple[str, ...] = ()
+) -> DeploymentConfig | None:
+    provider = reader.str("provider")
+    provider_class = None
+    if provider is not None:
+        try:
+            provider_class = load_provider_class(provider)
+        except UnknownProvider as exc:
+            reader.error("provider", str(exc))
+        except ImportError as exc:
+            reader.error("provider", f"provider {provider!r} cannot be loaded: {exc}")
+    own_keys = provider_class.option_keys if provider_class is not None else frozenset()
+    if provider_class is not None:
+        reader.reject_unknown({*_DEPLOYMENT_KEYS, *extra_allowed, *own_keys})
+    options = {key: reader.node[key] for key in own_keys if reader.node.get(key) is not None}
+    deployment = DeploymentConfig(
+        name=reader.str("name", default_name),
+        provider=provider or "",
+        model=reader.str("model", None),
+        space=reader.str("space", None),
+        base_url=reader.str("base_url", None),
+        api_key=reader.str("api_key", None),
+        headers=reader.str_map("headers"),
+        weight=reader.number("weight", 1.0, exclusive=True),
+        dimensions=reader.int("dimensions", None, minimum=1),
+        matryoshka=reader.bool("matryoshka", False),
+        max_inputs=reader.int("max_inputs", None, minimum=1),
+        max_input_tokens=reader.int("max_input_tokens", None, minimum=1),
+        max_request_tokens=reader.int("max_request_tokens", None, minimum=1),
+        price_per_million_tokens=reader.number("price_per_million_tokens", None),
+        extra_body=reader.mapping("extra_body"),
+        timeout_s=reader.number("timeout_s", DEFAULT_TIMEOUT_S, exclusive=True),
+        connect_timeout_s=reader.number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S, exclusive=True),
+        options=options,
+    )
+    if provider_class is None:
+        return None
+    problems = provider_class.check_settings(
+        model=deployment.model, base_url=deployment.base_url, options=options
+    )
+    for key, message in problems:
+        reader.error(key, message)
+    return deployment

@@ -1,0 +1,86 @@
+"""The outermost layer: request ids, the access log line, and the last-resort error handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from gateway.errors import error_response, status_of
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["GatewayMiddleware", "REQUEST_ID_HEADER"]
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+access_log = logging.getLogger("gateway.access")
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if text and len(text) <= _MAX_REQUEST_ID and text.isprintable():
+                return text
+    return None
+
+
+class GatewayMiddleware:
+    """Gives every request an id, logs one line per request, and turns escaped errors into JSON.
+
+    Handlers normally raise errors that ``app.py`` answers; anything that escapes them
+    still gets OpenAI's error shape here instead of a bare 500 page and a stack trace.
+    """
+
+    def __init__(self, app: ASGIApp, *, log_format: str = "text") -> None:
+        self.app = app
+        self.log_format = log_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(name == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            status = status_of(exc).status
+            if response_started:
+                raise
+            await error_response(exc, request_id=request_id)(scope, receive, send)
+        finally:
+            self._log(scope, state, status, (time.perf_counter() - started) * 1000.0, request_id)
+
+    def _log(self, scope: Scope, state: dict[str, Any], status: int, ms: float, request_id: str) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        alias = state.get("alias", "-")
+        if self.log_format == "json":
+            line = orjson.dumps({
+                "method": scope["method"], "path": scope["path"], "alias": alias, "status": status,
+                "ms": round(ms, 2), "request_id": request_id, "key_id": state.get("key_id"),
+                "deployment": state.get("deployment"),
+            }).decode()
+        else:
+            line = f'{scope["method"]} {scope["path"]} alias={alias} status={status} ms={ms:.1f} request_id={request_id}'
+        access_log.info(line)

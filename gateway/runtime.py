@@ -1,0 +1,181 @@
+"""Live objects built from the config: each deployment's provider, each alias's limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import orjson
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from gateway.config import AliasConfig, DeploymentConfig, GatewayConfig
+from providers.base import Capabilities, DeploymentSpec, Provider
+from providers.registry import load_provider_class
+
+__all__ = ["AliasRuntime", "DeploymentRuntime", "Runtime", "build_runtime"]
+
+logger = logging.getLogger("gateway.runtime")
+
+DEFAULT_MAX_INPUTS = 2048
+DEFAULT_MAX_REQUEST_TOKENS = 300_000
+
+
+@dataclass(eq=False)
+class DeploymentRuntime:
+    config: DeploymentConfig
+    provider: Provider
+    alias: str
+    in_flight: int = 0
+    ready: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.provider.capabilities
+
+    @property
+    def max_inputs(self) -> int:
+        return min(self.config.max_inputs or 10**9, self.capabilities.max_inputs)
+
+    @property
+    def max_request_tokens(self) -> int:
+        return min(self.config.max_request_tokens or 10**12, self.capabilities.max_request_tokens)
+
+    @property
+    def max_input_tokens(self) -> int:
+        return min(self.config.max_input_tokens or 10**9, self.capabilities.max_input_tokens)
+
+    @property
+    def dimensions(self) -> int:
+        return self.config.dimensions or self.capabilities.dimensions
+
+    def dimension_range(self) -> tuple[int, int] | None:
+        """The output sizes this deployment can serve: natively, or by Matryoshka truncation."""
+        native = self.capabilities.native_dimensions
+        if native is not None:
+            return native
+        if self.config.matryoshka:
+            return (1, self.dimensions)
+        return None
+
+
+@dataclass(eq=False)
+class AliasRuntime:
+    config: AliasConfig
+    deployments: list[DeploymentRuntime] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def max_inputs(self) -> int:
+        return self.config.max_inputs or DEFAULT_MAX_INPUTS
+
+    @property
+    def max_request_tokens(self) -> int:
+        return self.config.max_request_tokens or DEFAULT_MAX_REQUEST_TOKENS
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.config.max_input_tokens or min(d.max_input_tokens for d in self.deployments)
+
+    @property
+    def dimensions(self) -> int:
+        return self.deployments[0].dimensions
+
+    def batch_limits(self) -> tuple[int, int]:
+        """(inputs, tokens) a batch may hold so that every deployment of the alias accepts it."""
+        return (
+            min(d.max_inputs for d in self.deployments),
+            min(d.max_request_tokens for d in self.deployments),
+        )
+
+    def dimension_range(self) -> tuple[int, int] | None:
+        ranges = [d.dimension_range() for d in self.deployments]
+        if any(r is None for r in ranges):
+            return None
+        lows, highs = zip(*[r for r in ranges if r is not None])
+        return (max(lows), min(highs))
+
+    def accepted_options(self) -> frozenset[str] | None:
+        """Keys allowed in extra_body: ``None`` when some deployment forwards anything."""
+        sets = [d.capabilities.accepted_options for d in self.deployments]
+        if any(s is None for s in sets):
+            return None
+        return frozenset().union(*[s for s in sets if s is not None])
+
+    def encodings(self) -> list[str]:
+        return ["float", "base64", "base64_int8", "base64_binary"]
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: GatewayConfig
+    aliases: dict[str, AliasRuntime]
+
+    @property
+    def deployments(self) -> Sequence[DeploymentRuntime]:
+        return [d for alias in self.aliases.values() for d in alias.deployments]
+
+    def providers(self) -> list[Provider]:
+        return list({id(d.provider): d.provider for d in self.deployments}.values())
+
+    async def start(self) -> None:
+        for deployment in self.deployments:
+            await deployment.provider.start()
+            deployment.ready = True
+            logger.info("deployment %s (%s) ready", deployment.name, deployment.config.provider)
+
+    async def aclose(self) -> None:
+        for deployment in self.deployments:
+            deployment.ready = False
+        for provider in self.providers():
+            try:
+                await provider.aclose()
+            except Exception as exc:  # one provider failing to close must not keep the others open
+                logger.error("closing provider %s failed: %s", provider.name, type(exc).__name__)
+
+    @property
+    def ready(self) -> bool:
+        return all(d.ready for d in self.deployments)
+
+
+def _spec(config: DeploymentConfig) -> DeploymentSpec:
+    return DeploymentSpec(
+        name=config.name,
+        model=config.model,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        headers=dict(config.headers),
+        timeout_s=config.timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
+        options=dict(config.options),
+    )
+
+
+def build_runtime(config: GatewayConfig) -> Runtime:
+    """Providers are constructed here but not started (see :meth:`Runtime.start`)."""
+    aliases: dict[str, AliasRuntime] = {}
+    # Deployments with identical settings share one provider: one model in memory, one pool.
+    shared: dict[bytes, Provider] = {}
+    for name, alias_config in config.models.items():
+        alias = AliasRuntime(alias_config)
+        for deployment_config in alias_config.deployments:
+            spec = _spec(deployment_config)
+            key = orjson.dumps(
+                {**dataclasses.asdict(spec), "name": None, "provider": deployment_config.provider},
+                option=orjson.OPT_SORT_KEYS,
+                default=str,
+            )
+            provider = shared.get(key)
+            if provider is None:
+                provider = load_provider_class(deployment_config.provider)(spec)
+                shared[key] = provider
+            alias.deployments.append(DeploymentRuntime(deployment_config, provider, alias=name))
+        aliases[name] = alias
+    return Runtime(config, aliases)

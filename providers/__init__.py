@@ -1,0 +1,1 @@
+"""Embedding backends. Nothing here imports ``gateway``: providers are pure transports."""

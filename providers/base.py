@@ -1,0 +1,211 @@
+"""The contract between the gateway and its backends.
+
+A provider is a transport: it turns texts (or token ids) into a numpy matrix plus
+exact token counts. It knows its own limits and raises its own typed errors; all
+policy (retries, fallback, splitting, encodings, accounting) lives in ``gateway/``.
+
+Exception hierarchy::
+
+    ProviderError
+    ├── ProviderUnavailable          the backend could not serve now: try another
+    │   ├── ProviderTimeout          no answer within the deadline
+    │   ├── ProviderOverloaded       queue full / rate limited (may carry retry_after)
+    │   └── UpstreamConnectionError  connection refused, reset or dropped
+    ├── UpstreamResponseError        the backend answered, but badly (5xx, bad JSON, bad vectors)
+    │   └── UpstreamAuthError        the backend refused our credentials
+    └── InvalidInput                 the request itself is wrong for this backend: do not retry
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Capabilities",
+    "EmbeddingResult",
+    "InvalidInput",
+    "NativeEncoding",
+    "Provider",
+    "ProviderError",
+    "ProviderOverloaded",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "UpstreamAuthError",
+    "UpstreamConnectionError",
+    "UpstreamResponseError",
+    "EmbedInput",
+    "EmbedOptions",
+    "DeploymentSpec",
+    "ProviderClass",
+    "as_float32",
+]
+
+NativeEncoding = Literal["float", "int8", "binary"]
+#: One input: a text, or a list of token ids in the backend's own vocabulary.
+EmbedInput = str | list[int]
+
+
+class ProviderError(Exception):
+    """Base of every error a provider raises."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ProviderUnavailable(ProviderError):
+    """The backend cannot serve right now; another deployment may."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ProviderTimeout(ProviderUnavailable):
+    """The backend did not answer in time."""
+
+
+class ProviderOverloaded(ProviderUnavailable):
+    """The backend's queue is full, or it rate-limited us."""
+
+
+class UpstreamConnectionError(ProviderUnavailable):
+    """The connection failed or was dropped before a full answer arrived."""
+
+
+class UpstreamResponseError(ProviderError):
+    """The backend answered, but the answer is unusable."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamAuthError(UpstreamResponseError):
+    """The backend refused the gateway's credentials (the client cannot fix that)."""
+
+
+class InvalidInput(ProviderError):
+    """The input is not acceptable for this backend; retrying will not help."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a backend declares about itself."""
+
+    dimensions: int
+    max_inputs: int
+    max_input_tokens: int
+    max_request_tokens: int
+    token_ids: bool = False
+    #: Output dimensions the backend can produce natively (Matryoshka), as (min, max).
+    native_dimensions: tuple[int, int] | None = None
+    native_encodings: frozenset[NativeEncoding] = frozenset({"float"})
+    contextualized: bool = False
+    #: Options the backend understands in ``extra_body``; ``None`` means "forward anything".
+    accepted_options: frozenset[str] | None = None
+    #: Batching limits for contextualized requests.
+    max_documents: int = 512
+    max_chunks: int = 16_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions:
+    """Per-call options that the gateway has already validated."""
+
+    dimensions: int | None = None
+    encoding: NativeEncoding = "float"
+    user: str | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(kw_only=True)
+class EmbeddingResult:
+    """Vectors in input order plus token accounting.
+
+    ``vectors`` is float32 ``(n, d)`` for ``encoding == "float"``, int8 ``(n, d)`` for
+    ``"int8"``, or uint8 ``(n, d // 8)`` LSB-first packed bits for ``"binary"``.
+    """
+
+    vectors: npt.NDArray[Any]
+    token_counts: list[int]
+    encoding: NativeEncoding = "float"
+    dimensions: int = 0
+    prompt_tokens: int | None = None
+    tokens_estimated: bool = False
+    cost_usd: float | None = None
+    normalized: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.dimensions:
+            width = int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+            self.dimensions = width * 8 if self.encoding == "binary" else width
+        if self.prompt_tokens is None:
+            self.prompt_tokens = int(sum(self.token_counts))
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A backend. Implementations are constructed from a deployment's settings."""
+
+    name: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def start(self) -> None: ...
+
+    async def embed(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> EmbeddingResult: ...
+
+    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
+        """Exact token counts when the backend can tell without embedding, else None."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def as_float32(matrix: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSpec:
+    """What a provider is built from: the deployment's settings, already validated.
+
+    ``options`` holds the provider's own keys (see ``ProviderClass.option_keys``).
+    """
+
+    name: str
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderClass(Protocol):
+    """What the registry holds: a class that builds a provider from a spec."""
+
+    #: Provider-specific config keys this class accepts (besides the common ones).
+    option_keys: frozenset[str]
+
+    def __call__(self, spec: DeploymentSpec) -> Provider: ...
+
+    @staticmethod
+    def check_settings(
+        *, model: str | None, base_url: str | None, options: dict[str, Any]
+    ) -> list[tuple[str, str]]:
+        """Validate a deployment's settings: a list of (key, message), empty when fine."""
+        ...

@@ -1,0 +1,295 @@
+"""The local backend: an ONNX sentence-embedding model run in-process with onnxruntime.
+
+The work is split as infinity does it: ``tokenize`` (pre), ``run`` (the session) and
+``pool`` (post). A :class:`MicroBatcher` sits between concurrent callers and ``run``.
+Token handling follows sentence-transformers: ``[CLS] content [SEP]``, the content cut
+so the whole fits ``max_tokens``; token-id inputs are content ids and get the same frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from providers.base import (
+    Capabilities,
+    DeploymentSpec,
+    EmbeddingResult,
+    EmbedInput,
+    EmbedOptions,
+    InvalidInput,
+    ProviderError,
+    ProviderUnavailable,
+)
+from providers.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
+from providers.microbatch import MicroBatcher
+
+__all__ = ["OnnxEmbedder", "OnnxProvider"]
+
+_POOLINGS = ("mean", "cls")
+_BOOL_OPTIONS = ("normalize", "truncate")
+_INT_OPTIONS = (
+    "threads", "workers", "max_tokens", "max_batch_size", "max_batch_tokens", "max_queue",
+)
+#: Inputs tokenized on the event loop; larger requests are tokenized in a thread.
+_INLINE_TOKENIZE = 16
+
+
+class OnnxEmbedder:
+    """The model itself, synchronous: tokenizer, session and pooling."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        tokenizer_path: Path,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_tokens: int = 256,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_tokens = max_tokens
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # The shipped tokenizer.json pads and truncates at 128; we frame sequences ourselves.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.vocab_size = self._tokenizer.get_vocab_size()
+        self._cls = self._special_id("[CLS]", "<s>")
+        self._sep = self._special_id("[SEP]", "</s>")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        output = self._session.get_outputs()[0]
+        self.dimensions = int(output.shape[-1])
+
+    def _special_id(self, *candidates: str) -> int:
+        for token in candidates:
+            token_id = self._tokenizer.token_to_id(token)
+            if token_id is not None:
+                return int(token_id)
+        raise BundledFileError(f"tokenizer has none of the special tokens {candidates}")
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Content ids (no special tokens, not truncated) for each text."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def frame(self, content: Sequence[int]) -> npt.NDArray[np.int64]:
+        """``[CLS] content [SEP]``, content cut so the whole fits ``max_tokens``."""
+        body = content[: self.max_tokens - 2]
+        framed = np.empty(len(body) + 2, dtype=np.int64)
+        framed[0] = self._cls
+        framed[1:-1] = body
+        framed[-1] = self._sep
+        return framed
+
+    def run(self, sequences: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
+        """Pad to the longest, run the session, pool: one row per sequence."""
+        longest = max(len(s) for s in sequences)
+        input_ids = np.zeros((len(sequences), longest), dtype=np.int64)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = sequence
+            mask[row, : len(sequence)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = self._session.run(None, feed)[0]
+        return self.pool(hidden, mask)
+
+    def pool(
+        self, hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        if self.pooling == "cls":
+            pooled = hidden[:, 0, :]
+        else:
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        pooled = np.ascontiguousarray(pooled, dtype=np.float32)
+        if self.normalize:
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            pooled /= np.maximum(norms, 1e-12)
+        return pooled
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class OnnxProvider:
+    """Provider for ``provider: onnx``: a bundled model by name, or explicit file paths."""
+
+    option_keys = frozenset(
+        {"model_path", "tokenizer_path", "pooling", *_BOOL_OPTIONS, *_INT_OPTIONS, "max_wait_ms"}
+    )
+
+    def __init__(self, spec: DeploymentSpec) -> None:
+        self.name = spec.name
+        self._spec = spec
+        self._options = dict(spec.options)
+        self._embedder: OnnxEmbedder | None = None
+        self._batcher: MicroBatcher | None = None
+        self.truncate = bool(self._options.get("truncate", True))
+        self._capabilities: Capabilities | None = None
+
+    @staticmethod
+    def check_settings(
+        *, model: str | None, base_url: str | None, options: dict[str, Any]
+    ) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        if base_url is not None:
+            errors.append(("base_url", "the local onnx provider takes no base_url"))
+        if "model_path" not in options and model not in BUNDLED_MODELS:
+            errors.append((
+                "model",
+                f"must name a bundled model ({', '.join(sorted(BUNDLED_MODELS))}) "
+                "or come with model_path and tokenizer_path",
+            ))
+        pooling = options.get("pooling", "mean")
+        if pooling not in _POOLINGS:
+            errors.append(("pooling", f"must be one of {', '.join(_POOLINGS)}, not {pooling!r}"))
+        for key in _BOOL_OPTIONS:
+            if key in options and not isinstance(options[key], bool):
+                errors.append((key, "must be true or false"))
+        for key in _INT_OPTIONS:
+            value = options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                errors.append((key, "must be a whole number of at least 1"))
+        wait = options.get("max_wait_ms")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0):
+            errors.append(("max_wait_ms", "must be a number of milliseconds, at least 0"))
+        for key in ("model_path", "tokenizer_path"):
+            if key in options and not isinstance(options[key], str):
+                errors.append((key, "must be a file path"))
+        if ("model_path" in options) != ("tokenizer_path" in options):
+            errors.append(("model_path", "model_path and tokenizer_path go together"))
+        return errors
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._capabilities is None:
+            raise ProviderUnavailable(f"local model {self.name!r} is not loaded yet")
+        return self._capabilities
+
+    @property
+    def batcher(self) -> MicroBatcher | None:
+        return self._batcher
+
+    def _load(self) -> OnnxEmbedder:
+        options = self._options
+        if "model_path" in options:
+            model_path = Path(options["model_path"])
+            tokenizer_path = Path(options["tokenizer_path"])
+            pooling, normalize, max_tokens = "mean", True, 512
+        else:
+            bundled, model_path, tokenizer_path = resolve_bundled(self._spec.model or "")
+            pooling, normalize, max_tokens = bundled.pooling, bundled.normalize, bundled.max_tokens
+        return OnnxEmbedder(
+            model_path,
+            tokenizer_path,
+            pooling=options.get("pooling", pooling),
+            normalize=options.get("normalize", normalize),
+            max_tokens=options.get("max_tokens", max_tokens),
+            threads=options.get("threads", _default_threads()),
+        )
+
+    async def start(self) -> None:
+        if self._embedder is not None:
+            return
+        try:
+            embedder = await asyncio.to_thread(self._load)
+        except (OSError, BundledFileError) as exc:
+            raise ProviderError(f"local model {self.name!r} failed to load: {exc}") from exc
+        options = self._options
+        self._batcher = MicroBatcher(
+            embedder.run,
+            dimensions=embedder.dimensions,
+            max_batch_size=options.get("max_batch_size", 32),
+            max_batch_tokens=options.get("max_batch_tokens", 16384),
+            max_wait_ms=float(options.get("max_wait_ms", 2.0)),
+            max_queue=options.get("max_queue", 8192),
+            workers=options.get("workers", 1),
+        )
+        await self._batcher.start()
+        self._embedder = embedder
+        self._capabilities = Capabilities(
+            dimensions=embedder.dimensions,
+            max_inputs=2048,
+            max_input_tokens=embedder.max_tokens,
+            max_request_tokens=300_000,
+            token_ids=True,
+            accepted_options=frozenset({"truncate"}),
+        )
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    def _content_ids(self, inputs: Sequence[EmbedInput]) -> list[list[int]]:
+        assert self._embedder is not None
+        texts = [item for item in inputs if isinstance(item, str)]
+        tokenized = iter(self._embedder.tokenize(texts) if texts else [])
+        content: list[list[int]] = []
+        for index, item in enumerate(inputs):
+            if isinstance(item, str):
+                content.append(next(tokenized))
+                continue
+            bad = next((t for t in item if t < 0 or t >= self._embedder.vocab_size), None)
+            if bad is not None:
+                raise InvalidInput(
+                    f"input[{index}] holds token id {bad}, outside this model's vocabulary "
+                    f"(0 to {self._embedder.vocab_size - 1})",
+                    param=f"input[{index}]",
+                )
+            content.append(list(item))
+        return content
+
+    def _frame_all(
+        self, content: list[list[int]], *, truncate: bool
+    ) -> tuple[list[npt.NDArray[np.int64]], list[int]]:
+        assert self._embedder is not None
+        limit = self._embedder.max_tokens
+        if not truncate:
+            for index, ids in enumerate(content):
+                if len(ids) + 2 > limit:
+                    raise InvalidInput(
+                        f"input[{index}] has {len(ids) + 2} tokens; this model takes at most "
+                        f"{limit} (send truncate: true to cut it instead)",
+                        param=f"input[{index}]",
+                    )
+        framed = [self._embedder.frame(ids) for ids in content]
+        return framed, [len(sequence) for sequence in framed]
+
+    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
+        if self._embedder is None:
+            return None
+        limit = self._embedder.max_tokens
+        return [min(len(ids) + 2, limit) for ids in self._content_ids(inputs)]
+
+    async def embed(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> EmbeddingResult:
+        if self._embedder is None or self._batcher is None:
+            raise ProviderUnavailable(f"local model {self.name!r} is not loaded")
+        truncate = options.extra_body.get("truncate", self.truncate)
+        if len(inputs) <= _INLINE_TOKENIZE:
+            content = self._content_ids(inputs)
+        else:
+            content = await asyncio.to_thread(self._content_ids, inputs)
+        sequences, counts = self._frame_all(content, truncate=bool(truncate))
+        vectors = await self._batcher.submit(sequences)
+        return EmbeddingResult(
+            vectors=vectors, token_counts=counts, normalized=self._embedder.normalize
+        )

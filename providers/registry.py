@@ -1,0 +1,55 @@
+"""Maps ``provider:`` names in the config to provider classes.
+
+Built-in providers are imported lazily (so an unused backend's dependencies are never
+loaded); third-party ones plug in through the entry-point group
+``embedding_gateway.providers``, whose names may not shadow a built-in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import importlib.metadata
+from typing import cast
+
+from providers.base import ProviderClass
+
+__all__ = ["ENTRY_POINT_GROUP", "UnknownProvider", "available", "load_provider_class"]
+
+ENTRY_POINT_GROUP = "embedding_gateway.providers"
+
+_BUILTIN: dict[str, str] = {
+    "onnx": "providers.onnx:OnnxProvider",
+    "openai": "providers.openai:OpenAIProvider",
+    "perplexity": "providers.perplexity:PerplexityProvider",
+}
+
+
+class UnknownProvider(LookupError):
+    """No provider of that name is built in or installed."""
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _importable(target: str) -> bool:
+    module = target.partition(":")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+def available() -> list[str]:
+    """Every provider name the config may use."""
+    builtin = [name for name, target in _BUILTIN.items() if _importable(target)]
+    return sorted(set(builtin) | set(_entry_points()))
+
+
+def load_provider_class(name: str) -> ProviderClass:
+    target = _BUILTIN.get(name)
+    if target is not None and _importable(target):
+        module_name, _, attribute = target.partition(":")
+        return cast(ProviderClass, getattr(importlib.import_module(module_name), attribute))
+    entry_point = _entry_points().get(name)
+    if entry_point is None:
+        raise UnknownProvider(f"unknown provider {name!r}; available: {', '.join(available())}")
+    return cast(ProviderClass, entry_point.load())

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real gateway on the real bundled model, served by real uvicorn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from fakes.server import run_in_thread
+from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+
+REFERENCE_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "all-MiniLM-L6-v2.json"
+
+LOCAL_MODELS: dict[str, Any] = {
+    "mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"},
+    "mini-matryoshka": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "matryoshka": True},
+    "mini-strict": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "truncate": False},
+    "mini-small": {
+        "provider": "onnx",
+        "model": "all-MiniLM-L6-v2",
+        "max_inputs": 4,
+        "max_request_tokens": 40,
+    },
+}
+
+
+def make_config(models: dict[str, Any], **sections: Any) -> GatewayConfig:
+    return parse_config({"models": models, "usage": {"ledger": "off"}, **sections}, env={})
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, Any]:
+    if not REFERENCE_PATH.exists():
+        pytest.fail(f"reference vectors missing at {REFERENCE_PATH}")
+    data: dict[str, Any] = json.loads(REFERENCE_PATH.read_text())
+    return data
+
+
+@pytest.fixture(scope="session")
+def local_gateway() -> Iterator[str]:
+    """Base URL of a real uvicorn server running the gateway over the bundled model."""
+    app = create_app(make_config(LOCAL_MODELS))
+    with run_in_thread(app, lifespan="on", startup_timeout=60) as server:
+        yield server.base_url
+
+
+@pytest.fixture()
+def client(local_gateway: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=local_gateway, timeout=60) as http:
+        yield http
+
+
+def cosine(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
