@@ -167,6 +167,16 @@ class Provider(Protocol):
 
     async def embed(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> EmbeddingResult: ...
 
+    async def embed_contextualized(
+        self, documents: Sequence[Sequence[str]], options: EmbedOptions
+    ) -> EmbeddingResult:
+        """Chunks embedded with their document as context (when ``capabilities.contextualized``).
+
+        ``vectors`` holds every chunk's row, documents in order and chunks in order within
+        each; ``token_counts`` holds one count per document.
+        """
+        ...
+
     def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
         """Exact token counts when the backend can tell without embedding, else None."""
         ...

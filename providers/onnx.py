@@ -293,3 +293,10 @@ class OnnxProvider:
         return EmbeddingResult(
             vectors=vectors, token_counts=counts, normalized=self._embedder.normalize
         )
+
+    async def embed_contextualized(
+        self, documents: Sequence[Sequence[str]], options: EmbedOptions
+    ) -> EmbeddingResult:
+        raise InvalidInput(
+            f"local model {self.name!r} does not produce contextualized embeddings", param="model"
+        )
