@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any, AsyncIterator
 
@@ -25,6 +26,8 @@ from gateway.service import EmbeddingService
 from providers.base import ProviderError
 
 __all__ = ["create_app"]
+
+logger = logging.getLogger("gateway")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -127,6 +130,7 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
             yield
         finally:
             await runtime.aclose()
+            logger.info("gateway stopped cleanly")
 
     routes = [
         Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),

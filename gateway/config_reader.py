@@ -28,7 +28,11 @@ class Reader:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str | None, message: str) -> None:
-        self.errors.append(f"{self.at(key)}: {message}")
+        """Record a problem; only the first one at a path counts (an unset variable is the
+        cause, "must be a non-empty string" would be its echo)."""
+        prefix = f"{self.at(key)}: "
+        if not any(existing.startswith(prefix) for existing in self.errors):
+            self.errors.append(prefix + message)
 
     def child(self, key: str) -> Reader:
         return Reader(self.node.get(key), self.at(key), self.errors)

@@ -74,6 +74,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._idle_workers = workers
         self._inflight: set[asyncio.Task[None]] = set()
         self.stats = BatchStats()
 
@@ -134,9 +135,11 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._slots.acquire()
+            self._idle_workers -= 1
             await self._gather_window(loop)
             batch = self._take_batch()
             if not batch:
+                self._idle_workers += 1
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._run_batch(batch))
@@ -157,9 +160,12 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[tuple[_Job, int]]:
+        """The oldest queued sequences; with idle workers, a fair share so all get work."""
+        share = -(-len(self._queue) // (self._idle_workers + 1))
+        limit = max(1, min(self.max_batch_size, share))
         batch: list[tuple[_Job, int]] = []
         tokens = 0
-        while self._queue and len(batch) < self.max_batch_size:
+        while self._queue and len(batch) < limit:
             job, position = self._queue[0]
             length = len(job.sequences[position])
             if batch and tokens + length > self.max_batch_tokens:
@@ -207,6 +213,7 @@ class MicroBatcher:
                 for (job, position), row in zip(group, rows):
                     self._deliver(job, position, row)
         finally:
+            self._idle_workers += 1
             self._slots.release()
 
     def _deliver(self, job: _Job, position: int, row: npt.NDArray[np.float32]) -> None:

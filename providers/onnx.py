@@ -69,6 +69,8 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
+        # Spinning intra-op threads would steal the CPU the event loop needs between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
@@ -126,8 +128,12 @@ class OnnxEmbedder:
         return pooled
 
 
-def _default_threads() -> int:
-    return max(1, os.cpu_count() or 1)
+def _default_parallelism() -> tuple[int, int]:
+    """(workers, threads per run): several single-threaded runs beat one wide run on small
+    batches, and keep a core's worth of slack for the event loop between runs."""
+    cores = max(1, os.cpu_count() or 1)
+    threads = max(1, cores // 4)
+    return max(1, cores // threads), threads
 
 
 class OnnxProvider:
@@ -204,7 +210,7 @@ class OnnxProvider:
             pooling=options.get("pooling", pooling),
             normalize=options.get("normalize", normalize),
             max_tokens=options.get("max_tokens", max_tokens),
-            threads=options.get("threads", _default_threads()),
+            threads=options.get("threads", _default_parallelism()[1]),
         )
 
     async def start(self) -> None:
@@ -222,7 +228,7 @@ class OnnxProvider:
             max_batch_tokens=options.get("max_batch_tokens", 16384),
             max_wait_ms=float(options.get("max_wait_ms", 2.0)),
             max_queue=options.get("max_queue", 8192),
-            workers=options.get("workers", 1),
+            workers=options.get("workers", _default_parallelism()[0]),
         )
         await self._batcher.start()
         self._embedder = embedder
