@@ -15,7 +15,7 @@ import numpy as np
 
 from providers.base import EmbeddingResult
 
-__all__ = ["Batch", "merge_results", "run_batches", "split_batches"]
+__all__ = ["Batch", "Budget", "merge_results", "run_batches", "split_batches"]
 
 T = TypeVar("T")
 
@@ -26,21 +26,33 @@ class Batch:
     stop: int
 
 
-def split_batches(token_counts: Sequence[int], *, max_inputs: int, max_tokens: int) -> list[Batch]:
-    """Consecutive runs of at most ``max_inputs`` items and ``max_tokens`` tokens.
+@dataclass(frozen=True)
+class Budget:
+    """One measure a batch must stay within: each item's cost and the batch's limit."""
 
-    An item larger than ``max_tokens`` on its own gets a batch of its own (the backend
-    will judge it).
+    costs: Sequence[int]
+    limit: int
+
+
+def split_batches(count: int, *, max_items: int, budgets: Sequence[Budget] = ()) -> list[Batch]:
+    """Consecutive runs of at most ``max_items`` items, each within every budget.
+
+    An item over a budget on its own gets a batch of its own (the backend judges it).
     """
     batches: list[Batch] = []
-    start, tokens = 0, 0
-    for index, count in enumerate(token_counts):
-        if index > start and (index - start >= max_inputs or tokens + count > max_tokens):
+    start = 0
+    spent = [0] * len(budgets)
+    for index in range(count):
+        full = index - start >= max_items or any(
+            spent[b] + budget.costs[index] > budget.limit for b, budget in enumerate(budgets)
+        )
+        if index > start and full:
             batches.append(Batch(start, index))
-            start, tokens = index, 0
-        tokens += count
-    if start < len(token_counts):
-        batches.append(Batch(start, len(token_counts)))
+            start, spent = index, [0] * len(budgets)
+        for b, budget in enumerate(budgets):
+            spent[b] += budget.costs[index]
+    if start < count:
+        batches.append(Batch(start, count))
     return batches
 
 

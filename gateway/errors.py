@@ -36,6 +36,7 @@ from providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
     UpstreamAuthError,
+    UpstreamRateLimited,
     UpstreamResponseError,
 )
 
@@ -145,6 +146,7 @@ _TABLE: dict[type[BaseException], ErrorKind] = {
     ServiceOverloaded: ErrorKind(503, "server_error", "overloaded"),
     NoDeploymentAvailable: ErrorKind(503, "server_error", "no_deployment_available"),
     InvalidInput: ErrorKind(400, "invalid_request_error", "invalid_value"),
+    UpstreamRateLimited: ErrorKind(429, "rate_limit_error", "upstream_rate_limited"),
     ProviderOverloaded: ErrorKind(503, "server_error", "overloaded"),
     ProviderTimeout: ErrorKind(504, "server_error", "upstream_timeout"),
     ProviderUnavailable: ErrorKind(503, "server_error", "upstream_unavailable"),

@@ -1,31 +1,36 @@
 """The embeddings pipeline, once, for every provider alike.
 
 validate against the alias → count tokens where limits need it → split into batches →
-route each batch → merge in input order → dimensions → encoding → response and usage.
+route each batch → bring each batch to the requested form → merge in input order →
+encode → response and usage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
-from gateway.batching import Batch, merge_results, run_batches, split_batches
-from gateway.encoding import (
-    encode_rows,
-    normalize_rows,
-    quantize_binary,
-    quantize_int8,
-    truncate_dimensions,
-)
+from gateway.batching import Batch, Budget, merge_results, run_batches, split_batches
+from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.routing import Router
 from gateway.runtime import AliasRuntime, DeploymentRuntime, Runtime
-from gateway.schema import EmbeddingsRequest
-from gateway.tokens import estimate_tokens
-from providers.base import EmbeddingResult, EmbedInput, EmbedOptions, NativeEncoding, UpstreamResponseError
+from gateway.schema import ContextualizedRequest, EmbeddingsRequest
+from gateway.validation import check_count, check_options, check_output, check_token_ids, check_token_limits
+from providers.base import (
+    EmbeddingResult,
+    EmbedInput,
+    EmbedOptions,
+    InvalidInput,
+    NativeEncoding,
+    Provider,
+    UpstreamResponseError,
+)
+from providers.wire import estimate_tokens
 
 __all__ = ["EmbeddingService", "Served"]
 
@@ -33,6 +38,9 @@ __all__ = ["EmbeddingService", "Served"]
 BATCH_CONCURRENCY = 4
 #: Requests this size or smaller are counted on the event loop; larger ones in a thread.
 _INLINE_COUNT = 16
+_INDEX = re.compile(r"input\[(\d+)\]")
+
+Call = Callable[[Provider, Sequence[Any], EmbedOptions], Awaitable[EmbeddingResult]]
 
 
 @dataclass(kw_only=True)
@@ -46,9 +54,12 @@ class Served:
     cost_usd: float | None
     deployments: list[str]
     providers: list[str]
+    upstream_models: list[str]
     attempts: int
+    fallbacks: int
     inputs: int
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    #: Chunks per document, for the contextualized endpoint's nested answer.
+    groups: list[int] = field(default_factory=list)
 
     def usage(self) -> dict[str, Any]:
         usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}
@@ -56,15 +67,19 @@ class Served:
             usage["cost"] = {"input_cost": self.cost_usd, "total_cost": self.cost_usd, "currency": "USD"}
         return usage
 
+    @property
+    def deployment(self) -> str:
+        return ",".join(dict.fromkeys(self.deployments))
+
     def headers(self) -> dict[str, str]:
         headers = {
-            "x-gateway-deployment": ",".join(dict.fromkeys(self.deployments)),
+            "x-gateway-deployment": self.deployment,
             "x-gateway-provider": ",".join(dict.fromkeys(self.providers)),
             "x-gateway-attempts": str(self.attempts),
         }
         if self.tokens_estimated:
             headers["x-gateway-usage-estimated"] = "true"
-        return {**headers, **self.extra_headers}
+        return headers
 
 
 class EmbeddingService:
@@ -79,127 +94,8 @@ class EmbeddingService:
             raise ModelNotFound(f"model {model!r} does not exist; available models: {known}", param="model")
         return alias
 
-    async def embed(self, request: EmbeddingsRequest, *, request_id: str | None = None) -> Served:
-        alias = self.resolve(request.model)
-        inputs = request.inputs
-        self._check_shape(alias, request)
-        output_dimensions = request.dimensions or alias.dimensions
-        counts, estimated = await self._token_counts(alias, inputs)
-        if counts is not None:
-            self._check_token_limits(alias, counts)
-        max_inputs, max_tokens = alias.batch_limits()
-        batches = split_batches(
-            counts if counts is not None else [1] * len(inputs), max_inputs=max_inputs, max_tokens=max_tokens
-        )
-        native = _native_encoding(request.encoding_format)
-        served_by: list[tuple[DeploymentRuntime, int]] = []
-
-        async def call(batch: Batch) -> EmbeddingResult:
-            chunk = inputs[batch.start : batch.stop]
-            routed = await self.router.run(
-                alias, lambda deployment: self._attempt(deployment, chunk, request, native, request_id)
-            )
-            served_by.append((routed.deployment, routed.attempts))
-            return _finish(routed.result, native, output_dimensions)
-
-        result = merge_results(await run_batches(batches, call, concurrency=BATCH_CONCURRENCY))
-        deployments = [d for d, _ in served_by]
-        return Served(
-            alias=alias.name,
-            vectors=encode_rows(result.vectors, request.encoding_format, native=result.encoding),
-            prompt_tokens=int(result.prompt_tokens or 0),
-            tokens_estimated=result.tokens_estimated,
-            cost_usd=_cost(result, deployments),
-            deployments=[d.name for d in deployments],
-            providers=[d.config.provider for d in deployments],
-            attempts=sum(a for _, a in served_by),
-            inputs=len(inputs),
-        )
-
-    async def _attempt(
-        self,
-        deployment: DeploymentRuntime,
-        chunk: Sequence[EmbedInput],
-        request: EmbeddingsRequest,
-        native: NativeEncoding,
-        request_id: str | None,
-    ) -> EmbeddingResult:
-        capabilities = deployment.capabilities
-        dimensions = request.dimensions if capabilities.native_dimensions is not None else None
-        gateway_truncates = request.dimensions is not None and dimensions is None
-        use_native = native in capabilities.native_encodings and not gateway_truncates
-        encoding: NativeEncoding = native if use_native else "float"
-        options = EmbedOptions(
-            dimensions=dimensions,
-            encoding=encoding,
-            user=request.user,
-            extra_body={**deployment.config.extra_body, **request.extra_body},
-            request_id=request_id,
-            timeout_s=deployment.config.timeout_s,
-        )
-        result = await deployment.provider.embed(chunk, options)
-        if result.vectors.shape[0] != len(chunk):
-            raise UpstreamResponseError(
-                f"deployment {deployment.name!r} returned {result.vectors.shape[0]} vectors for {len(chunk)} inputs"
-            )
-        return result
-
-    def _check_shape(self, alias: AliasRuntime, request: EmbeddingsRequest) -> None:
-        count = len(request.inputs)
-        if count > alias.max_inputs:
-            raise InvalidRequest(
-                f"input has {count} items; model {alias.name!r} accepts at most {alias.max_inputs} per request",
-                param="input",
-            )
-        if request.input_kind == "tokens" and not all(d.capabilities.token_ids for d in alias.deployments):
-            raise InvalidRequest(
-                f"model {alias.name!r} takes text only: its backend does not accept token ids",
-                param="input",
-            )
-        if request.dimensions is not None:
-            allowed = alias.dimension_range()
-            if allowed is None:
-                raise InvalidRequest(
-                    f"model {alias.name!r} does not support the dimensions parameter; it returns "
-                    f"{alias.dimensions} dimensions (leave dimensions out)",
-                    param="dimensions",
-                )
-            low, high = allowed
-            if not low <= request.dimensions <= high:
-                raise InvalidRequest(
-                    f"dimensions must be between {low} and {high} for model {alias.name!r}, "
-                    f"not {request.dimensions}",
-                    param="dimensions",
-                )
-        output_dimensions = request.dimensions or alias.dimensions
-        if request.encoding_format == "base64_binary" and output_dimensions % 8:
-            raise InvalidRequest(
-                f"base64_binary packs 8 dimensions a byte, so dimensions must be a multiple of 8, "
-                f"not {output_dimensions}",
-                param="dimensions" if request.dimensions else "encoding_format",
-            )
-        accepted = alias.accepted_options()
-        if accepted is not None:
-            unknown = sorted(set(request.extra_body) - accepted)
-            if unknown:
-                listing = ", ".join(sorted(accepted)) or "none"
-                raise InvalidRequest(
-                    f"extra_body.{unknown[0]} is not an option of model {alias.name!r}; "
-                    f"options it accepts: {listing}",
-                    param=f"extra_body.{unknown[0]}",
-                )
-        if "truncate" in request.extra_body and not isinstance(request.extra_body["truncate"], bool):
-            raise InvalidRequest("extra_body.truncate must be true or false", param="extra_body.truncate")
-
-    async def _token_counts(
-        self, alias: AliasRuntime, inputs: Sequence[EmbedInput]
-    ) -> tuple[list[int] | None, bool]:
-        """Token counts when a limit could be reached, else ``None`` (counting is not free)."""
-        _, batch_tokens = alias.batch_limits()
-        worst_case = len(inputs) * alias.max_input_tokens
-        explicit_input_limit = alias.config.max_input_tokens is not None
-        if worst_case <= min(alias.max_request_tokens, batch_tokens) and not explicit_input_limit:
-            return None, False
+    async def count_tokens(self, alias: AliasRuntime, inputs: Sequence[EmbedInput]) -> tuple[list[int], bool]:
+        """Token counts: exact where the backend can count, else estimated (flag True)."""
         provider = alias.deployments[0].provider
         if len(inputs) <= _INLINE_COUNT:
             counts = provider.count_tokens(inputs)
@@ -209,22 +105,151 @@ class EmbeddingService:
             return counts, False
         return [estimate_tokens(item) for item in inputs], True
 
-    def _check_token_limits(self, alias: AliasRuntime, counts: Sequence[int]) -> None:
-        if alias.config.max_input_tokens is not None:
-            for index, count in enumerate(counts):
-                if count > alias.config.max_input_tokens:
-                    raise InvalidRequest(
-                        f"input[{index}] has {count} tokens; model {alias.name!r} accepts at most "
-                        f"{alias.config.max_input_tokens} tokens per input",
-                        param=f"input[{index}]",
-                    )
-        total = sum(counts)
-        if total > alias.max_request_tokens:
-            raise InvalidRequest(
-                f"input has {total} tokens in total; model {alias.name!r} accepts at most "
-                f"{alias.max_request_tokens} tokens per request",
-                param="input",
+    async def embed(self, request: EmbeddingsRequest, *, request_id: str | None = None) -> Served:
+        alias = self.resolve(request.model)
+        inputs = request.inputs
+        check_count(alias, len(inputs), limit=alias.max_inputs)
+        if request.input_kind == "tokens":
+            check_token_ids(alias)
+        width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
+        check_options(alias, request.extra_body)
+        max_inputs, max_tokens = alias.batch_limits()
+        budgets: list[Budget] = []
+        if self._counting_needed(alias, len(inputs), max_tokens):
+            counts, estimated = await self.count_tokens(alias, inputs)
+            check_token_limits(alias, counts, estimated=estimated)
+            budgets.append(Budget(counts, max_tokens))
+        batches = split_batches(len(inputs), max_items=max_inputs, budgets=budgets)
+
+        async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
+            return await provider.embed(chunk, options)
+
+        return await self._serve(alias, inputs, batches, call, request, width, request_id)
+
+    async def embed_contextualized(
+        self, request: ContextualizedRequest, *, request_id: str | None = None
+    ) -> Served:
+        alias = self.resolve(request.model)
+        if not all(d.capabilities.contextualized for d in alias.deployments):
+            able = sorted(
+                name for name, a in self.runtime.aliases.items()
+                if all(d.ready and d.capabilities.contextualized for d in a.deployments)
             )
+            raise InvalidRequest(
+                f"model {alias.name!r} does not produce contextualized embeddings; models that do: "
+                f"{', '.join(able) or 'none in this config'}",
+                param="model",
+            )
+        documents = request.documents
+        capabilities = [d.capabilities for d in alias.deployments]
+        max_documents = min(c.max_documents for c in capabilities)
+        max_chunks = min(c.max_chunks for c in capabilities)
+        chunk_counts = [len(doc) for doc in documents]
+        check_count(alias, len(documents), limit=max_documents, what="documents")
+        check_count(alias, sum(chunk_counts), limit=max_chunks, what="chunks in all")
+        width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
+        check_options(alias, request.extra_body)
+        tokens = [sum(estimate_tokens(chunk) for chunk in doc) for doc in documents]
+        _, max_tokens = alias.batch_limits()
+        check_token_limits(alias, tokens, estimated=True)
+        batches = split_batches(
+            len(documents),
+            max_items=max_documents,
+            budgets=[Budget(chunk_counts, max_chunks), Budget(tokens, max_tokens)],
+        )
+
+        async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
+            return await provider.embed_contextualized(chunk, options)
+
+        served = await self._serve(alias, documents, batches, call, request, width, request_id)
+        served.groups = chunk_counts
+        return served
+
+    def _counting_needed(self, alias: AliasRuntime, count: int, batch_tokens: int) -> bool:
+        """Counting tokens is not free: only when a token limit could be reached."""
+        worst_case = count * alias.max_input_tokens
+        explicit = alias.config.max_input_tokens is not None
+        return explicit or worst_case > min(alias.max_request_tokens, batch_tokens)
+
+    async def _serve(
+        self,
+        alias: AliasRuntime,
+        items: Sequence[Any],
+        batches: Sequence[Batch],
+        call: Call,
+        request: EmbeddingsRequest | ContextualizedRequest,
+        width: int,
+        request_id: str | None,
+    ) -> Served:
+        target = _native_encoding(request.encoding_format)
+        served_by: list[tuple[DeploymentRuntime, int, int]] = []
+
+        async def run_batch(batch: Batch) -> EmbeddingResult:
+            chunk = items[batch.start : batch.stop]
+
+            async def attempt(deployment: DeploymentRuntime) -> EmbeddingResult:
+                options = _options(deployment, request, target, request_id)
+                result = await call(deployment.provider, chunk, options)
+                expected = sum(len(doc) for doc in chunk) if isinstance(request, ContextualizedRequest) else len(chunk)
+                if result.vectors.shape[0] != expected:
+                    raise UpstreamResponseError(
+                        f"deployment {deployment.name!r} returned {result.vectors.shape[0]} vectors for {expected} inputs"
+                    )
+                return result
+
+            try:
+                routed = await self.router.run(alias, attempt)
+            except InvalidInput as exc:
+                raise _shifted(exc, batch.start) from None
+            served_by.append((routed.deployment, routed.attempts, getattr(routed, "fallbacks", 0)))
+            return _finish(routed.result, target, width)
+
+        result = merge_results(await run_batches(batches, run_batch, concurrency=BATCH_CONCURRENCY))
+        deployments = [d for d, _, _ in served_by]
+        return Served(
+            alias=alias.name,
+            vectors=encode_rows(result.vectors, request.encoding_format, native=result.encoding),
+            prompt_tokens=int(result.prompt_tokens or 0),
+            tokens_estimated=result.tokens_estimated,
+            cost_usd=_cost(result, deployments),
+            deployments=[d.name for d in deployments],
+            providers=[d.config.provider for d in deployments],
+            upstream_models=[d.config.model or "" for d in deployments],
+            attempts=sum(a for _, a, _ in served_by),
+            fallbacks=sum(f for _, _, f in served_by),
+            inputs=len(items),
+        )
+
+
+def _options(
+    deployment: DeploymentRuntime,
+    request: EmbeddingsRequest | ContextualizedRequest,
+    target: NativeEncoding,
+    request_id: str | None,
+) -> EmbedOptions:
+    capabilities = deployment.capabilities
+    dimensions = request.dimensions if capabilities.native_dimensions is not None else None
+    gateway_truncates = request.dimensions is not None and dimensions is None
+    use_native = target in capabilities.native_encodings and not gateway_truncates
+    return EmbedOptions(
+        dimensions=dimensions,
+        encoding=target if use_native else "float",
+        user=request.user,
+        extra_body={**deployment.config.extra_body, **request.extra_body},
+        request_id=request_id,
+        timeout_s=deployment.config.timeout_s,
+    )
+
+
+def _shifted(exc: InvalidInput, offset: int) -> InvalidInput:
+    """An upstream's ``input[i]`` counts within the batch sent; the client counts from its start."""
+    if offset == 0:
+        return exc
+
+    def shift(text: str) -> str:
+        return _INDEX.sub(lambda m: f"input[{int(m.group(1)) + offset}]", text)
+
+    return InvalidInput(shift(exc.message), param=shift(exc.param) if exc.param else None)
 
 
 def _finish(result: EmbeddingResult, target: NativeEncoding, dimensions: int) -> EmbeddingResult:
@@ -235,7 +260,7 @@ def _finish(result: EmbeddingResult, target: NativeEncoding, dimensions: int) ->
     if result.encoding == "binary" and target != "binary":
         raise UpstreamResponseError("a backend returned binary vectors where floats were asked for")
     if result.encoding == "float":
-        if dimensions < vectors.shape[1]:
+        if 0 < dimensions < vectors.shape[1]:
             vectors = truncate_dimensions(vectors, dimensions)
         if target == "int8":
             vectors = quantize_int8(vectors)
@@ -263,5 +288,3 @@ def _cost(result: EmbeddingResult, deployments: Sequence[DeploymentRuntime]) -> 
     price = prices.pop()
     assert price is not None
     return round((result.prompt_tokens or 0) * price / 1_000_000, 12)
-
-

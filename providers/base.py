@@ -9,7 +9,8 @@ Exception hierarchy::
     ProviderError
     ├── ProviderUnavailable          the backend could not serve now: try another
     │   ├── ProviderTimeout          no answer within the deadline
-    │   ├── ProviderOverloaded       queue full / rate limited (may carry retry_after)
+    │   ├── ProviderOverloaded       queue full (may carry retry_after)
+    │   │   └── UpstreamRateLimited  the upstream answered 429 (its Retry-After kept)
     │   └── UpstreamConnectionError  connection refused, reset or dropped
     ├── UpstreamResponseError        the backend answered, but badly (5xx, bad JSON, bad vectors)
     │   └── UpstreamAuthError        the backend refused our credentials
@@ -36,6 +37,7 @@ __all__ = [
     "ProviderUnavailable",
     "UpstreamAuthError",
     "UpstreamConnectionError",
+    "UpstreamRateLimited",
     "UpstreamResponseError",
     "EmbedInput",
     "EmbedOptions",
@@ -75,6 +77,10 @@ class ProviderTimeout(ProviderUnavailable):
 
 class ProviderOverloaded(ProviderUnavailable):
     """The backend's queue is full, or it rate-limited us."""
+
+
+class UpstreamRateLimited(ProviderOverloaded):
+    """The upstream answered 429; ``retry_after`` is its own Retry-After, when it sent one."""
 
 
 class UpstreamConnectionError(ProviderUnavailable):
