@@ -63,11 +63,13 @@ class Authenticator:
             raise AuthenticationFailed(_INVALID, headers=dict(_CHALLENGE))
         return found
 
+    @staticmethod
+    def allows(key: KeyConfig | None, alias: str) -> bool:
+        return key is None or any(fnmatchcase(alias, pattern) for pattern in key.models)
+
     def authorize(self, key: KeyConfig | None, alias: str) -> None:
         """Raises :class:`PermissionDenied` when ``alias`` matches none of the key's ``models`` globs."""
-        if key is None:
-            return
-        if any(fnmatchcase(alias, pattern) for pattern in key.models):
+        if key is None or self.allows(key, alias):
             return
         allowed = ", ".join(key.models) or "none"
         raise PermissionDenied(

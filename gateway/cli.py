@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import sys
+import time
 from typing import Sequence
 
 import httpx
@@ -114,6 +115,29 @@ def _embed(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def _usage(args: argparse.Namespace) -> int:
+    from gateway.errors import InvalidRequest
+    from gateway.usage_report import LedgerError, format_usage_table, parse_since, read_usage
+
+    config = _load(_config_path(args.config))
+    if config is None:
+        return 2
+    if not config.usage.enabled:
+        print("the usage ledger is off in this config (usage.ledger: off)", file=sys.stderr)
+        return 2
+    try:
+        start = time.time() - parse_since(args.since) if args.since else None
+        rows = read_usage(config.usage.ledger, start=start, group_by=args.by)
+    except (ValueError, LedgerError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except InvalidRequest as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    print(format_usage_table(rows, args.by))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedding-gateway", description="An embedding gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--encoding-format", dest="encoding_format")
     embed.add_argument("text", nargs="+")
     embed.set_defaults(run=_embed)
+    usage = commands.add_parser("usage", help="print usage from the ledger, grouped")
+    usage.add_argument("--config")
+    usage.add_argument("--since", default="24h", help="how far back: 90s, 30m, 24h, 7d, 2w (default 24h)")
+    usage.add_argument("--by", default="alias", help="key, alias, deployment, user or metadata.<name>")
+    usage.set_defaults(run=_usage)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["GatewayMiddleware", "REQUEST_ID_HEADER"]
 
 REQUEST_ID_HEADER = "x-request-id"
+#: Called once a request is over: (path, request state, status, milliseconds, request id).
+OnComplete = Callable[[str, dict[str, Any], int, float, str], None]
 _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("gateway.access")
 
@@ -35,9 +37,10 @@ class GatewayMiddleware:
     still gets OpenAI's error shape here instead of a bare 500 page and a stack trace.
     """
 
-    def __init__(self, app: ASGIApp, *, log_format: str = "text") -> None:
+    def __init__(self, app: ASGIApp, *, log_format: str = "text", on_complete: OnComplete | None = None) -> None:
         self.app = app
         self.log_format = log_format
+        self.on_complete = on_complete
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,7 +72,13 @@ class GatewayMiddleware:
                 raise
             await error_response(exc, request_id=request_id)(scope, receive, send)
         finally:
-            self._log(scope, state, status, (time.perf_counter() - started) * 1000.0, request_id)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            self._log(scope, state, status, elapsed_ms, request_id)
+            if self.on_complete is not None:
+                try:
+                    self.on_complete(scope["path"], state, status, elapsed_ms, request_id)
+                except Exception as exc:  # accounting must never break a request that was answered
+                    access_log.error("accounting failed for request %s: %s", request_id, type(exc).__name__)
 
     def _log(self, scope: Scope, state: dict[str, Any], status: int, ms: float, request_id: str) -> None:
         if not access_log.isEnabledFor(logging.INFO):

@@ -108,6 +108,52 @@ def openapi_document() -> dict[str, Any]:
                     **_errors(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
                 },
             }},
+            "/v1/contextualizedembeddings": {"post": {
+                "summary": "Create contextualized embeddings (Perplexity-compatible)",
+                "operationId": "createContextualizedEmbeddings",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "required": ["model", "input"],
+                    "properties": {**_COMMON_FIELDS, "input": {
+                        "type": "array", "minItems": 1, "maxItems": 512,
+                        "items": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                    }},
+                }}}},
+                "responses": {
+                    "200": _json({
+                        "type": "object",
+                        "properties": {
+                            "object": {"type": "string"}, "model": {"type": "string"}, "usage": _USAGE,
+                            "data": {"type": "array", "items": {"type": "object", "properties": {
+                                "object": {"type": "string"}, "index": {"type": "integer"},
+                                "data": {"type": "array", "items": _EMBEDDING},
+                            }}},
+                        },
+                    }, "One entry per document, each with its chunks' embeddings"),
+                    **_errors(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
+                },
+            }},
+            "/v1/usage": {"get": {
+                "summary": "Usage per group (admin keys only when auth is on)",
+                "operationId": "usage",
+                "parameters": [
+                    {"name": "start", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "end", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "group_by", "in": "query", "schema": {"type": "string", "default": "alias"},
+                     "description": "key, alias, deployment, user or metadata.<name>"},
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "object": {"type": "string"}, "group_by": {"type": "string"},
+                    "data": {"type": "array", "items": {"type": "object", "properties": {
+                        "group": {"type": ["string", "null"]}, "requests": {"type": "integer"},
+                        "inputs": {"type": "integer"}, "prompt_tokens": {"type": "integer"},
+                        "total_tokens": {"type": "integer"}, "cost": {"type": "number"},
+                    }}},
+                }}, "Usage per group"), **_errors(400, 401, 403, 404)},
+            }},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/v1/models": {"get": {
                 "summary": "List model aliases",
                 "operationId": "listModels",

@@ -77,6 +77,8 @@ class MicroBatcher:
         self._idle_workers = workers
         self._inflight: set[asyncio.Task[None]] = set()
         self.stats = BatchStats()
+        #: Called on the event loop with each model run's size (for metrics).
+        self.on_batch: Callable[[int], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -233,3 +235,5 @@ class MicroBatcher:
         self.stats.padded_tokens += longest * len(sequences)
         self.stats.real_tokens += sum(len(s) for s in sequences)
         self.stats.batch_sizes[len(sequences)] += 1
+        if self.on_batch is not None:
+            self.on_batch(len(sequences))

@@ -1,0 +1,67 @@
+"""After each API request: one usage row and the request metrics, from what the handler left.
+
+Handlers put what they learn on ``request.state`` (alias, key id, user, metadata, the
+``Served`` answer); the middleware calls :meth:`Accounting.complete` once the response
+has gone out, whatever its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gateway.ledger import UsageLedger, UsageRecord
+from gateway.metrics import Metrics
+from gateway.service import Served
+
+__all__ = ["ACCOUNTED_PATHS", "Accounting"]
+
+logger = logging.getLogger("gateway.accounting")
+
+#: Routes whose requests are billed and counted.
+ACCOUNTED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/contextualizedembeddings"})
+
+
+class Accounting:
+    def __init__(self, *, ledger: UsageLedger | None, metrics: Metrics) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+
+    def complete(self, path: str, state: dict[str, Any], status: int, latency_ms: float, request_id: str) -> None:
+        if path not in ACCOUNTED_PATHS:
+            return
+        served: Served | None = state.get("served")
+        alias = state.get("alias") or "-"
+        deployment = served.deployment if served is not None else None
+        tokens = served.prompt_tokens if served is not None else 0
+        cost = served.cost_usd if served is not None else None
+        self.metrics.observe_request(
+            alias=alias, deployment=deployment or "none", status=status,
+            seconds=latency_ms / 1000.0, tokens=tokens, cost_usd=cost,
+        )
+        if served is not None and (served.attempts > 1 or served.fallbacks):
+            self.metrics.count_retries(alias, max(0, served.attempts - 1 - served.fallbacks))
+            self.metrics.count_fallbacks(alias, served.fallbacks)
+        if self.ledger is None:
+            return
+        record = UsageRecord(
+            ts=time.time(),
+            request_id=request_id,
+            key_id=state.get("key_id"),
+            alias=alias,
+            deployment=deployment,
+            provider=",".join(dict.fromkeys(served.providers)) if served is not None else None,
+            upstream_model=",".join(dict.fromkeys(served.upstream_models)) if served is not None else None,
+            inputs=served.inputs if served is not None else int(state.get("inputs", 0)),
+            prompt_tokens=tokens,
+            total_tokens=tokens,
+            cost=cost,
+            status=status,
+            latency_ms=latency_ms,
+            attempts=served.attempts if served is not None else 0,
+            user=state.get("user"),
+            metadata=state.get("metadata") or {},
+        )
+        if not self.ledger.record(record):
+            logger.warning("usage row for request %s was dropped (ledger queue full or closed)", request_id)

@@ -1,0 +1,145 @@
+"""Route handlers of the public API: embeddings, contextualized embeddings, models."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.auth import Authenticator
+from gateway.body import read_json
+from gateway.config import GatewayConfig, KeyConfig
+from gateway.ratelimit import RateDecision, RateLimiter
+from gateway.runtime import Runtime
+from gateway.schema import (
+    ContextualizedRequest,
+    EmbeddingsRequest,
+    parse_contextualized_request,
+    parse_embeddings_request,
+)
+from gateway.service import EmbeddingService, Served
+from providers.wire import estimate_tokens
+
+__all__ = ["ApiHandlers", "json_response"]
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_response(content: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content, option=_JSON_OPTIONS),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+class ApiHandlers:
+    """The public API. Each handler authenticates, parses, authorises, rate-limits, serves."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        runtime: Runtime,
+        service: EmbeddingService,
+        *,
+        auth: Authenticator,
+        limiter: RateLimiter,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.service = service
+        self.auth = auth
+        self.limiter = limiter
+        self.started_at = int(time.time())
+
+    def _authenticate(self, request: Request) -> KeyConfig | None:
+        key = self.auth.authenticate(request.headers.get("authorization"))
+        if key is not None:
+            request.state.key_id = key.id
+        return key
+
+    def _admit(
+        self, request: Request, key: KeyConfig | None, parsed: EmbeddingsRequest | ContextualizedRequest, tokens: int
+    ) -> RateDecision:
+        state = request.state
+        state.alias, state.user, state.metadata = parsed.model, parsed.user, parsed.metadata
+        return self.limiter.check(key, tokens)
+
+    async def embeddings(self, request: Request) -> Response:
+        key = self._authenticate(request)
+        parsed = parse_embeddings_request(await read_json(request, limit=self.config.server.max_request_bytes))
+        request.state.alias, request.state.inputs = parsed.model, len(parsed.inputs)
+        self.auth.authorize(key, parsed.model)
+        tokens = 0
+        if key is not None and key.tpm is not None:
+            counts, _ = await self.service.count_tokens(self.service.resolve(parsed.model), parsed.inputs)
+            tokens = sum(counts)
+        decision = self._admit(request, key, parsed, tokens)
+        served = await self.service.embed(parsed, request_id=request.state.request_id)
+        return self._answer(request, key, served, tokens, decision, _flat(served))
+
+    async def contextualized(self, request: Request) -> Response:
+        key = self._authenticate(request)
+        parsed = parse_contextualized_request(await read_json(request, limit=self.config.server.max_request_bytes))
+        request.state.alias, request.state.inputs = parsed.model, sum(len(d) for d in parsed.documents)
+        self.auth.authorize(key, parsed.model)
+        tokens = sum(estimate_tokens(chunk) for doc in parsed.documents for chunk in doc)
+        decision = self._admit(request, key, parsed, tokens if key is not None and key.tpm is not None else 0)
+        served = await self.service.embed_contextualized(parsed, request_id=request.state.request_id)
+        return self._answer(request, key, served, tokens, decision, _nested(served))
+
+    def _answer(
+        self,
+        request: Request,
+        key: KeyConfig | None,
+        served: Served,
+        charged: int,
+        decision: RateDecision,
+        data: list[dict[str, Any]],
+    ) -> Response:
+        request.state.served = served
+        request.state.deployment = served.deployment
+        if key is not None and key.tpm is not None:
+            self.limiter.adjust_tokens(key, served.prompt_tokens - charged)
+        content = {"object": "list", "data": data, "model": served.alias, "usage": served.usage()}
+        return json_response(content, headers={**served.headers(), **decision.headers})
+
+    async def models(self, request: Request) -> Response:
+        key = self._authenticate(request)
+        data = []
+        for name, alias in self.runtime.aliases.items():
+            if not self.auth.allows(key, name):
+                continue
+            entry: dict[str, Any] = {
+                "id": name, "object": "model", "created": self.started_at, "owned_by": "embedding-gateway",
+            }
+            if all(d.ready for d in alias.deployments):
+                entry.update({
+                    "dimensions": alias.dimensions,
+                    "max_input_tokens": alias.max_input_tokens,
+                    "encodings": alias.encodings(),
+                    "contextualized": all(d.capabilities.contextualized for d in alias.deployments),
+                })
+            data.append(entry)
+        return json_response({"object": "list", "data": data})
+
+
+def _flat(served: Served) -> list[dict[str, Any]]:
+    return [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(served.vectors)]
+
+
+def _nested(served: Served) -> list[dict[str, Any]]:
+    documents, start = [], 0
+    for index, count in enumerate(served.groups):
+        chunks = served.vectors[start : start + count]
+        start += count
+        documents.append({
+            "object": "list",
+            "index": index,
+            "data": [{"object": "embedding", "index": c, "embedding": v} for c, v in enumerate(chunks)],
+        })
+    return documents

@@ -1,0 +1,75 @@
+"""Operational routes: health, readiness, metrics, usage, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.auth import Authenticator
+from gateway.errors import NotFound
+from gateway.handlers import json_response
+from gateway.ledger import UsageLedger
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_document
+from gateway.runtime import Runtime
+from gateway.usage_report import parse_time
+
+__all__ = ["OpsHandlers"]
+
+
+class OpsHandlers:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        auth: Authenticator,
+        metrics: Metrics,
+        ledger: UsageLedger | None,
+        breaker_states: Any = None,
+    ) -> None:
+        self.runtime = runtime
+        self.auth = auth
+        self.metrics = metrics
+        self.ledger = ledger
+        self.breaker_states = breaker_states
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        states = self.breaker_states() if self.breaker_states is not None else {}
+        deployments: dict[str, dict[str, Any]] = {}
+        for deployment in self.runtime.deployments:
+            detail: dict[str, Any] = {
+                "alias": deployment.alias, "provider": deployment.config.provider, "ready": deployment.ready,
+            }
+            if deployment.name in states:
+                detail["circuit"] = states[deployment.name]
+            deployments[deployment.name] = detail
+        ready = self.runtime.ready
+        return json_response(
+            {"status": "ready" if ready else "starting", "deployments": deployments},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_text(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def usage(self, request: Request) -> Response:
+        self.auth.require_admin(request.headers.get("authorization"))
+        if self.ledger is None:
+            raise NotFound("the usage ledger is off in this gateway's config (usage.ledger: off)", code="ledger_disabled")
+        query = request.query_params
+        group_by = query.get("group_by") or "alias"
+        start = parse_time(query["start"], param="start") if query.get("start") else None
+        end = parse_time(query["end"], param="end") if query.get("end") else None
+        rows = await self.ledger.query(start, end, group_by)
+        return json_response({"object": "list", "group_by": group_by, "data": rows})
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
+
+
