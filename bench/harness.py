@@ -15,7 +15,15 @@ from typing import Any, Iterator, Sequence
 import httpx
 import yaml
 
-__all__ = ["ROOT", "free_port", "gateway_process", "percentile", "wait_ready"]
+__all__ = [
+    "ROOT",
+    "fake_openai_upstream",
+    "free_port",
+    "gateway_process",
+    "listening_process",
+    "percentile",
+    "wait_ready",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +77,28 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+@contextlib.contextmanager
+def listening_process(command: Sequence[str], *, cwd: Path | None = None) -> Iterator[str]:
+    """Run a server that prints ``listening on URL`` when ready; yields that URL."""
+    process = subprocess.Popen(list(command), cwd=cwd or ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("listening on "):
+                yield line.split("listening on ", 1)[1].strip()
+                break
+        else:
+            raise RuntimeError(f"{command[:3]} exited before listening")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def fake_openai_upstream(dims: int, *, model: str = "fake-embed") -> contextlib.AbstractContextManager[str]:
+    command = [sys.executable, "-m", "fakes.openai_upstream", "--port", "0", "--model", f"{model}={dims}"]
+    return listening_process(command, cwd=ROOT / "tests")

@@ -24,7 +24,7 @@ ACCOUNTED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/contextualize
 
 
 class Accounting:
-    def __init__(self, *, ledger: UsageLedger | None, metrics: Metrics) -> None:
+    def __init__(self, *, ledger: UsageLedger | None, metrics: Metrics | None) -> None:
         self.ledger = ledger
         self.metrics = metrics
 
@@ -36,13 +36,11 @@ class Accounting:
         deployment = served.deployment if served is not None else None
         tokens = served.prompt_tokens if served is not None else 0
         cost = served.cost_usd if served is not None else None
-        self.metrics.observe_request(
-            alias=alias, deployment=deployment or "none", status=status,
-            seconds=latency_ms / 1000.0, tokens=tokens, cost_usd=cost,
-        )
-        if served is not None and (served.attempts > 1 or served.fallbacks):
-            self.metrics.count_retries(alias, max(0, served.attempts - 1 - served.fallbacks))
-            self.metrics.count_fallbacks(alias, served.fallbacks)
+        if self.metrics is not None:
+            self.metrics.observe_request(
+                alias=alias, deployment=deployment or "none", status=status,
+                seconds=latency_ms / 1000.0, tokens=tokens, cost_usd=cost,
+            )
         if self.ledger is None:
             return
         record = UsageRecord(

@@ -63,9 +63,10 @@ def _watch_local_models(runtime: Runtime, metrics: Metrics) -> None:
 def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_format: str = "text") -> Starlette:
     """An ASGI app serving ``config``; its lifespan loads the models and opens the ledger."""
     runtime = runtime or build_runtime(config)
-    metrics = Metrics(aliases=config.models)
+    metrics = Metrics(aliases=config.models) if config.server.metrics else None
     ledger = UsageLedger(config.usage.ledger) if config.usage.enabled else None
-    metrics.watch_ledger(ledger)
+    if metrics is not None:
+        metrics.watch_ledger(ledger)
     auth = Authenticator(config.auth)
     router = Router()
     service = EmbeddingService(runtime, router)
@@ -79,7 +80,8 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
             await ledger.start()
         try:
             await runtime.start()
-            _watch_local_models(runtime, metrics)
+            if metrics is not None:
+                _watch_local_models(runtime, metrics)
             yield
         finally:
             await runtime.aclose()
@@ -95,9 +97,10 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
         Route("/v1/usage", ops.usage, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
-        Route("/metrics", ops.metrics_text, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", ops.metrics_text, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -25,7 +25,7 @@ class OpsHandlers:
         runtime: Runtime,
         *,
         auth: Authenticator,
-        metrics: Metrics,
+        metrics: Metrics | None,
         ledger: UsageLedger | None,
         breaker_states: Any = None,
     ) -> None:
@@ -55,6 +55,8 @@ class OpsHandlers:
         )
 
     async def metrics_text(self, request: Request) -> Response:
+        if self.metrics is None:
+            raise NotFound("metrics are off in this gateway's config (server.metrics: false)")
         body, content_type = self.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -24,12 +24,18 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def served() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def ledger_env(tmp_path: Path) -> dict[str, str]:
+    """The shipped config, with its ledger in a temporary folder instead of the checkout."""
+    return {**os.environ, "GATEWAY_LEDGER": f"sqlite:///{tmp_path}/usage.db"}
+
+
+@pytest.fixture()
+def served(ledger_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "GATEWAY_CONFIG": str(ROOT / "config.yaml")},
+        env={**ledger_env, "GATEWAY_CONFIG": str(ROOT / "config.yaml")},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -84,10 +90,10 @@ def test_sigterm_finishes_in_flight_requests(served: tuple[subprocess.Popen[str]
     assert process.returncode in (0, -signal.SIGTERM)
 
 
-def test_embed_command_prints_the_response() -> None:
+def test_embed_command_prints_the_response(ledger_env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "embed", "--config", str(ROOT / "config.yaml"), "--model", "local-minilm", "one", "two"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True, text=True, cwd=ROOT, env=ledger_env,
     )
     assert result.returncode == 0, result.stderr
     import json
@@ -97,7 +103,7 @@ def test_embed_command_prints_the_response() -> None:
     assert len(body["data"][0]["embedding"]) == 384
     missing = subprocess.run(
         [sys.executable, "-m", "gateway", "embed", "--config", str(ROOT / "config.yaml"), "--model", "nope", "x"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True, text=True, cwd=ROOT, env=ledger_env,
     )
     assert missing.returncode == 1
     assert "model_not_found" in missing.stdout

@@ -24,7 +24,7 @@ def test_shipped_config_loads() -> None:
     alias = config.models["local-minilm"]
     assert alias.deployments[0].provider == "onnx"
     assert config.server.port == 8080 and config.server.host == "127.0.0.1"
-    assert not config.usage.enabled
+    assert config.usage.ledger == "sqlite:///gateway-usage.db"
 
 
 def test_environment_variables_and_defaults() -> None:

@@ -1,0 +1,128 @@
+"""What the gateway adds in front of an OpenAI-style upstream, against the floor a pass-through
+proxy on the same stack pays.
+
+Starts a fake OpenAI-style upstream (1024-dimension vectors), the gateway in front of it
+and a bare pass-through proxy (bench/passthrough.py), then drives all three with the same
+load, alternating them: concurrency 1 and 32; one short text per request and 32 texts per
+request; the client asks for ``float``. With ``--accounting`` it also runs a second gateway
+with the usage ledger and metrics off and prints the ratio between the two.
+
+    python bench/overhead.py [--seconds 3] [--rounds 2] [--accounting]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import fake_openai_upstream, gateway_process, listening_process, percentile  # noqa: E402
+from bench.loadgen import LoadResult, drive  # noqa: E402
+
+PAYLOADS = {
+    "1 text": ["the quick brown fox jumps over the lazy dog"],
+    "32 texts": [f"text number {i}: the quick brown fox jumps over the lazy dog" for i in range(32)],
+}
+
+
+def gateway_config(upstream: str, *, ledger: str, metrics: bool) -> dict[str, Any]:
+    return {
+        "server": {"metrics": metrics},
+        "usage": {"ledger": ledger},
+        "models": {
+            "fake": {
+                "provider": "openai",
+                "base_url": f"{upstream}/v1",
+                "model": "fake-embed",
+                "api_key": "sk-bench",
+                "price_per_million_tokens": 0.02,
+            }
+        },
+    }
+
+
+def summary(result: LoadResult) -> str:
+    return (
+        f"{result.rate:8.1f} req/s  p50 {percentile(result.latencies, 50) * 1000:6.2f} ms  "
+        f"p99 {percentile(result.latencies, 99) * 1000:6.2f} ms"
+        + (f"  errors {result.errors} {result.statuses}" if result.errors else "")
+    )
+
+
+def merge(results: list[LoadResult]) -> LoadResult:
+    merged = LoadResult()
+    for r in results:
+        merged.requests += r.requests
+        merged.errors += r.errors
+        merged.seconds += r.seconds
+        merged.latencies.extend(r.latencies)
+        for status, count in r.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + count
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--accounting", action="store_true", help="also compare ledger+metrics on and off")
+    args = parser.parse_args()
+
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(fake_openai_upstream(1024))
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        targets = {"direct": f"{upstream}/v1/embeddings"}
+        proxy = stack.enter_context(listening_process(
+            [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", upstream]
+        ))
+        targets["passthrough"] = f"{proxy}/v1/embeddings"
+        gateway = stack.enter_context(gateway_process(
+            gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True)
+        ))
+        targets["gateway"] = f"{gateway}/v1/embeddings"
+        if args.accounting:
+            bare_gateway = stack.enter_context(gateway_process(gateway_config(upstream, ledger="off", metrics=False)))
+            targets["gateway-no-accounting"] = f"{bare_gateway}/v1/embeddings"
+
+        results: dict[tuple[str, str, int], list[LoadResult]] = {}
+        for round_number in range(args.rounds):
+            for label, texts in PAYLOADS.items():
+                for concurrency in (1, 32):
+                    for name, url in targets.items():
+                        model = "fake" if name.startswith("gateway") else "fake-embed"
+                        body = orjson.dumps({"model": model, "input": texts, "encoding_format": "float"})
+                        result = asyncio.run(drive(url, body, concurrency=concurrency, seconds=args.seconds))
+                        results.setdefault((label, name, concurrency), []).append(result)
+            print(f"round {round_number + 1} of {args.rounds} done", flush=True)
+
+    merged = {key: merge(value) for key, value in results.items()}
+    for label in PAYLOADS:
+        for concurrency in (1, 32):
+            print(f"\n{label}, concurrency {concurrency}:")
+            for name in targets:
+                print(f"  {name:22s} {summary(merged[(label, name, concurrency)])}")
+    ratios = []
+    for label in PAYLOADS:
+        direct = percentile(merged[(label, "direct", 1)].latencies, 50)
+        gateway_p50 = percentile(merged[(label, "gateway", 1)].latencies, 50)
+        added = (gateway_p50 - direct) * 1000
+        ratio = merged[(label, "gateway", 32)].rate / merged[(label, "passthrough", 32)].rate
+        print(f"\n{label}: gateway adds {added:.2f} ms p50 over direct at concurrency 1; "
+              f"gateway/passthrough at concurrency 32 = {ratio:.2f}")
+        ratios.append(f"gateway/passthrough ({label}) = {ratio:.2f}")
+        if args.accounting:
+            on_off = merged[(label, "gateway", 32)].rate / merged[(label, "gateway-no-accounting", 32)].rate
+            ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")
+    print("\n" + "   ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The floor any proxy built like ours pays: a minimal ASGI app on uvicorn that forwards the
+request bytes upstream with a pooled httpx client and returns the upstream's bytes as they are.
+
+    python bench/passthrough.py --upstream http://127.0.0.1:PORT --port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+from typing import Any
+
+import httpx
+import uvicorn
+
+
+def make_app(upstream: str) -> Any:
+    client = httpx.AsyncClient(
+        base_url=upstream, timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    )
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        response = await client.post(scope["path"], content=body, headers={"content-type": "application/json"})
+        await send({
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(response.content)).encode())],
+        })
+        await send({"type": "http.response.body", "body": response.content})
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    server = uvicorn.Server(uvicorn.Config(make_app(args.upstream), log_level="warning", lifespan="off"))
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+        await task
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
