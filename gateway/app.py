@@ -68,10 +68,15 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
     if metrics is not None:
         metrics.watch_ledger(ledger)
     auth = Authenticator(config.auth)
-    router = Router()
+    router = Router(metrics)
     service = EmbeddingService(runtime, router)
     api = ApiHandlers(config, runtime, service, auth=auth, limiter=RateLimiter())
-    ops = OpsHandlers(runtime, auth=auth, metrics=metrics, ledger=ledger)
+    ops = OpsHandlers(
+        runtime, auth=auth, metrics=metrics, ledger=ledger,
+        breaker_states=lambda: {d.name: router.breaker_for(d).state for d in runtime.deployments},
+    )
+    for deployment in runtime.deployments:
+        router.breaker_for(deployment)  # every deployment's circuit shows in /metrics from the start
     accounting = Accounting(ledger=ledger, metrics=metrics)
 
     @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from gateway.breaker import DEFAULT_BREAKER_COOLDOWN_S, DEFAULT_BREAKER_FAILURES
 from gateway.config_reader import Reader
 from gateway.envsubst import substitute
 from providers.registry import UnknownProvider, load_provider_class
@@ -40,12 +41,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 ROUTING_STRATEGIES = ("fallback", "weighted", "least-busy")
 
 _TOP_KEYS = ("server", "auth", "usage", "models")
-_SERVER_KEYS = ("host", "port", "max_request_bytes")
+_SERVER_KEYS = ("host", "port", "max_request_bytes", "metrics")
 _LIMIT_KEYS = ("max_inputs", "max_input_tokens", "max_request_tokens")
 _DEPLOYMENT_KEYS = (
     "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
     "dimensions", "matryoshka", *_LIMIT_KEYS, "price_per_million_tokens", "extra_body",
-    "timeout_s", "connect_timeout_s",
+    "timeout_s", "connect_timeout_s", "breaker_failures", "breaker_cooldown_s",
 )
 _ALIAS_KEYS = ("routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", *_LIMIT_KEYS)
 
@@ -63,6 +64,8 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Serve /metrics and count requests for it.
+    metrics: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +111,9 @@ class DeploymentConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    #: Consecutive failures that open the deployment's circuit breaker (0: never opens).
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,6 +190,7 @@ def _server(reader: Reader) -> ServerConfig:
         host=reader.str("host", DEFAULT_HOST),
         port=reader.int("port", DEFAULT_PORT, minimum=0, maximum=65535),
         max_request_bytes=reader.int("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
+        metrics=reader.bool("metrics", True),
     )
 
 
@@ -300,6 +307,8 @@ def _deployment(
         extra_body=reader.mapping("extra_body"),
         timeout_s=reader.number("timeout_s", DEFAULT_TIMEOUT_S, exclusive=True),
         connect_timeout_s=reader.number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S, exclusive=True),
+        breaker_failures=reader.int("breaker_failures", DEFAULT_BREAKER_FAILURES, maximum=1000),
+        breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
         options=options,
     )
     if provider_class is None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
-from gateway.errors import NotFound
+from gateway.errors import NotFound, ServiceOverloaded
 from gateway.handlers import json_response
-from gateway.ledger import UsageLedger
+from gateway.ledger import LedgerError, UsageLedger
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.runtime import Runtime
@@ -27,7 +27,7 @@ class OpsHandlers:
         auth: Authenticator,
         metrics: Metrics | None,
         ledger: UsageLedger | None,
-        breaker_states: Any = None,
+        breaker_states: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.auth = auth
@@ -68,7 +68,10 @@ class OpsHandlers:
         group_by = query.get("group_by") or "alias"
         start = parse_time(query["start"], param="start") if query.get("start") else None
         end = parse_time(query["end"], param="end") if query.get("end") else None
-        rows = await self.ledger.query(start, end, group_by)
+        try:
+            rows = await self.ledger.query(start, end, group_by)
+        except LedgerError as exc:  # a sick ledger is the gateway's trouble, not a 500 for the client
+            raise ServiceOverloaded(f"the usage ledger cannot be read right now: {exc}", code="ledger_unavailable") from None
         return json_response({"object": "list", "group_by": group_by, "data": rows})
 
     async def openapi(self, request: Request) -> Response:

@@ -1,81 +1,336 @@
-"""Choosing a deployment for each batch, and moving on when one fails.
+"""Choosing a deployment for each batch, retrying it, and moving on when it fails.
 
-Failover is decided by exception class, never by message: ``ProviderUnavailable`` and
-``UpstreamResponseError`` move on to the next deployment; ``InvalidInput`` stops at once
-(a bad input is bad everywhere).
+The alias's strategy orders its deployments: ``fallback`` in config order, ``weighted``
+one drawn by weight then the others in order, ``least-busy`` by calls in flight. A
+deployment whose circuit breaker is open is skipped; when every one is, the one whose
+cooldown ends first is tried anyway, so a request never fails untried.
+
+What happens after a failure is decided by exception class and status, never by message:
+
+=================================  ============  =========  ==================
+exception                          retry same?   move on?   counts to breaker?
+=================================  ============  =========  ==================
+InvalidInput (400, 413, 422)       no            no: raise  no
+ProviderTimeout (also 408, 504)    yes           yes        yes
+ProviderOverloaded (429, full)     yes [1]       yes        yes
+UpstreamConnectionError            yes           yes        yes
+ProviderUnavailable (502, 503)     yes [1]       yes        yes
+UpstreamResponseError 500/502-504  yes           yes        yes
+UpstreamResponseError, other [2]   no            yes        yes
+UpstreamAuthError (401, 403)       no            yes        yes
+any other ProviderError            no            yes        yes
+=================================  ============  =========  ==================
+
+[1] after ``max(backoff, Retry-After)``, when that wait ends before the deadline; else
+    the next deployment is tried at once.
+[2] a malformed answer (invalid JSON, wrong vector count or width, NaN, bad indices) or
+    a status such as 404: the same deployment would most likely answer the same way.
+
+``retries`` is the number of extra attempts on one deployment before moving on; waits
+grow exponentially with full jitter (:mod:`gateway.backoff`). A request's deadline
+(the alias's ``timeout_s``) bounds everything: each attempt may take at most
+``min(deployment timeout_s, time left)``, and when nothing is left the request fails with
+``ProviderTimeout`` (504). When every deployment failed, the last error is raised as it
+is, so a 429 keeps its Retry-After.
+
+Space guard: the service passes one :class:`SpacePin` per request to every batch; the
+first batch served pins the vector space and later batches use only deployments of that
+space. A batch that was served from another space while the pin was being set is
+discarded and tried again within the pinned space.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable
 
+from gateway.backoff import Backoff
+from gateway.breaker import Breaker, BreakerSettings, Permit
 from gateway.errors import NoDeploymentAvailable
+from gateway.metrics import Metrics
 from gateway.runtime import AliasRuntime, DeploymentRuntime
 from providers.base import (
     EmbeddingResult,
+    InvalidInput,
     ProviderError,
+    ProviderOverloaded,
     ProviderTimeout,
     ProviderUnavailable,
+    UpstreamAuthError,
     UpstreamResponseError,
 )
 
-__all__ = ["Routed", "Router"]
+__all__ = ["Attempt", "RETRYABLE_STATUSES", "Routed", "Router", "SpacePin", "outcome_of"]
 
 Attempt = Callable[[DeploymentRuntime], Awaitable[EmbeddingResult]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Statuses of ``UpstreamResponseError`` worth another attempt on the same deployment.
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
 class Routed:
+    """A served batch: ``attempts`` calls made, ``fallbacks`` deployments moved past."""
+
     result: EmbeddingResult
     deployment: DeploymentRuntime
     attempts: int
+    fallbacks: int = 0
+
+
+class SpacePin:
+    """The vector space every batch of one request must come from (create one per request)."""
+
+    def __init__(self) -> None:
+        self.space: str | None = None
+        #: The space the first batch set out to use: later batches try it first.
+        self.preferred: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SpacePin(space={self.space!r})"
+
+    def admits(self, deployment: DeploymentRuntime) -> bool:
+        return self.space is None or deployment.config.vector_space == self.space
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The ``outcome`` label of an attempt for the metrics (a small fixed set)."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, InvalidInput):
+        return "invalid_input"
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    if isinstance(exc, ProviderOverloaded):
+        return "rate_limited" if exc.status == 429 else "overloaded"
+    if isinstance(exc, ProviderUnavailable):
+        return "unavailable"
+    if isinstance(exc, UpstreamAuthError):
+        return "auth_error"
+    if isinstance(exc, ProviderError):
+        return "bad_response"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+def _retryable(exc: ProviderError) -> bool:
+    if isinstance(exc, ProviderUnavailable):
+        return True
+    if isinstance(exc, UpstreamAuthError):
+        return False
+    return isinstance(exc, UpstreamResponseError) and exc.status in RETRYABLE_STATUSES
+
+
+class _Tally:
+    """What one batch's routing has done so far."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.deployments = 0
+        self.last_error: ProviderError | None = None
 
 
 class Router:
-    """Orders an alias's deployments by its strategy and tries them within the deadline."""
+    """Orders an alias's deployments and tries them within the request's deadline."""
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        """``metrics`` receives attempts, retries, fallbacks and breaker states; ``rng``,
+        ``clock`` (seconds, monotonic) and ``sleep`` replace randomness and time in tests."""
+        self.metrics = metrics
+        self.backoff = backoff
         self._rng = rng or random.Random()
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or asyncio.sleep
+        self._breakers: dict[DeploymentRuntime, Breaker] = {}
 
-    def order(self, alias: AliasRuntime) -> list[DeploymentRuntime]:
+    def breaker_for(self, deployment: DeploymentRuntime) -> Breaker:
+        breaker = self._breakers.get(deployment)
+        if breaker is None:
+            settings = BreakerSettings(
+                failures=deployment.config.breaker_failures, cooldown_s=deployment.config.breaker_cooldown_s
+            )
+            breaker = Breaker(deployment.name, settings, clock=self._clock, on_change=self._breaker_changed)
+            self._breakers[deployment] = breaker
+            self._breaker_changed(deployment.name, "closed")
+        return breaker
+
+    def _breaker_changed(self, name: str, state: str) -> None:
+        if self.metrics is not None:
+            self.metrics.set_circuit_state(name, state)
+
+    def deadline(self, alias: AliasRuntime) -> float:
+        """When a request for ``alias`` starting now must be answered, on the router's clock."""
+        return self._clock() + alias.config.timeout_s
+
+    def order(self, alias: AliasRuntime, pin: SpacePin | None = None) -> list[DeploymentRuntime]:
+        """The alias's deployments in the order its strategy tries them."""
         deployments = list(alias.deployments)
+        if pin is not None and pin.space is not None:
+            deployments = [d for d in deployments if pin.admits(d)]
         strategy = alias.config.routing
         if strategy == "weighted" and len(deployments) > 1:
-            first = self._rng.choices(deployments, weights=[d.config.weight for d in deployments])[0]
-            return [first, *[d for d in deployments if d is not first]]
-        if strategy == "least-busy":
-            return sorted(deployments, key=lambda d: d.in_flight)
+            # Drawn among the deployments that would take the call, so an open breaker's
+            # share spreads by weight instead of landing on whichever comes next.
+            pool = [d for d in deployments if self.breaker_for(d).available()] or deployments
+            first = self._rng.choices(pool, weights=[d.config.weight for d in pool])[0]
+            deployments = [first, *[d for d in deployments if d is not first]]
+        elif strategy == "least-busy":
+            deployments.sort(key=lambda d: d.in_flight)
+        if pin is not None and pin.space is None and alias.config.allow_mixed_spaces and deployments:
+            if pin.preferred is None:
+                pin.preferred = deployments[0].config.vector_space
+            deployments.sort(key=lambda d: d.config.vector_space != pin.preferred)
         return deployments
 
-    async def run(self, alias: AliasRuntime, attempt: Attempt) -> Routed:
-        try:
-            async with asyncio.timeout(alias.config.timeout_s):
-                return await self._try_in_order(alias, self.order(alias), attempt)
-        except TimeoutError as exc:
-            raise ProviderTimeout(
-                f"no deployment of {alias.name!r} answered within its {alias.config.timeout_s:g} s deadline"
-            ) from exc
-
-    async def _try_in_order(
-        self, alias: AliasRuntime, order: Sequence[DeploymentRuntime], attempt: Attempt
+    async def run(
+        self,
+        alias: AliasRuntime,
+        attempt: Attempt,
+        *,
+        pin: SpacePin | None = None,
+        deadline: float | None = None,
     ) -> Routed:
-        last_error: ProviderError | None = None
-        attempts = 0
-        for deployment in order:
-            for _ in range(alias.config.retries + 1):
-                attempts += 1
-                deployment.in_flight += 1
-                try:
-                    result = await attempt(deployment)
-                except (ProviderUnavailable, UpstreamResponseError) as exc:
-                    last_error = exc
-                    continue
-                finally:
-                    deployment.in_flight -= 1
-                return Routed(result, deployment, attempts)
-        if last_error is not None:
-            raise last_error
-        raise NoDeploymentAvailable(f"model {alias.name!r} has no deployment to serve it")
+        """Serve one batch with ``attempt(deployment)``.
+
+        ``pin`` holds every batch of a request to one vector space; ``deadline`` (from
+        :meth:`deadline`, taken once per request) makes the alias's ``timeout_s`` bound
+        the whole request rather than each batch.
+        """
+        if deadline is None:
+            deadline = self.deadline(alias)
+        tally = _Tally()
+        skipped: list[DeploymentRuntime] = []
+        for deployment in self.order(alias, pin):
+            if pin is not None and not pin.admits(deployment):
+                continue
+            permit = self.breaker_for(deployment).acquire()
+            if permit is None:
+                skipped.append(deployment)
+                continue
+            routed = await self._on_deployment(alias, deployment, permit, attempt, tally, pin, deadline)
+            if routed is not None:
+                return routed
+        if tally.deployments == 0:
+            candidates = [d for d in skipped if pin is None or pin.admits(d)]
+            if candidates:
+                forced = min(candidates, key=lambda d: self.breaker_for(d).open_until)
+                permit = self.breaker_for(forced).force()
+                routed = await self._on_deployment(
+                    alias, forced, permit, attempt, tally, pin, deadline, forced=True
+                )
+                if routed is not None:
+                    return routed
+        if tally.last_error is not None:
+            raise tally.last_error
+        raise NoDeploymentAvailable(f"model {alias.name!r} has no deployment available to serve it")
+
+    async def _on_deployment(
+        self,
+        alias: AliasRuntime,
+        deployment: DeploymentRuntime,
+        permit: Permit,
+        attempt: Attempt,
+        tally: _Tally,
+        pin: SpacePin | None,
+        deadline: float,
+        *,
+        forced: bool = False,
+    ) -> Routed | None:
+        """Up to ``1 + retries`` attempts on one deployment; ``None`` means move on."""
+        if tally.deployments and self.metrics is not None:
+            self.metrics.count_fallbacks(alias.name)
+        fallbacks = tally.deployments
+        tally.deployments += 1
+        breaker = self.breaker_for(deployment)
+        retry = 0
+        while True:
+            left = deadline - self._clock()
+            if left <= 0:
+                breaker.released(permit)
+                raise self._deadline_error(alias, tally.last_error)
+            tally.attempts += 1
+            result, error = await self._call(deployment, permit, attempt, min(deployment.config.timeout_s, left))
+            if error is None:
+                assert result is not None
+                if pin is not None:
+                    if pin.space is None:
+                        pin.space = deployment.config.vector_space
+                    elif not pin.admits(deployment):
+                        return None
+                return Routed(result, deployment, tally.attempts, fallbacks)
+            tally.last_error = error
+            if not _retryable(error) or retry >= alias.config.retries:
+                return None
+            retry_after = getattr(error, "retry_after", None)
+            wait = self.backoff.delay(retry, self._rng, retry_after=retry_after)
+            if self._clock() + wait >= deadline:
+                return None
+            await self._sleep(wait)
+            next_permit = breaker.force() if forced else breaker.acquire()
+            if next_permit is None:
+                return None
+            permit = next_permit
+            retry += 1
+            if self.metrics is not None:
+                self.metrics.count_retries(alias.name)
+
+    async def _call(
+        self, deployment: DeploymentRuntime, permit: Permit, attempt: Attempt, timeout_s: float
+    ) -> tuple[EmbeddingResult | None, ProviderError | None]:
+        """One attempt: its result or its (availability) error; ``InvalidInput`` and
+        anything that is not a provider error propagate."""
+        breaker = self.breaker_for(deployment)
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        deployment.in_flight += 1
+        try:
+            # The provider is given the deployment's own timeout; this bounds the whole
+            # call (httpx's timeouts apply per read) and clips it to the deadline.
+            async with asyncio.timeout(timeout_s):
+                result = await attempt(deployment)
+        except TimeoutError as exc:
+            error = ProviderTimeout(f"deployment {deployment.name!r} did not answer within {timeout_s:.3g} s")
+            error.__cause__ = exc
+            outcome = error
+            breaker.failed(permit)
+            return None, error
+        except InvalidInput as exc:
+            outcome = exc
+            breaker.released(permit)
+            raise
+        except ProviderError as exc:
+            outcome = exc
+            breaker.failed(permit)
+            return None, exc
+        except BaseException as exc:
+            outcome = exc
+            breaker.released(permit)
+            raise
+        finally:
+            deployment.in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.observe_attempt(
+                    deployment=deployment.name, outcome=outcome_of(outcome), seconds=time.perf_counter() - started
+                )
+        breaker.succeeded(permit)
+        return result, None
+
+    def _deadline_error(self, alias: AliasRuntime, last: ProviderError | None) -> ProviderTimeout:
+        detail = f"; the last error: {last.message}" if last is not None else ""
+        error = ProviderTimeout(
+            f"model {alias.name!r} was not served within its {alias.config.timeout_s:g} s deadline{detail}"
+        )
+        error.__cause__ = last
+        return error

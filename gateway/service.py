@@ -17,7 +17,7 @@ import numpy as np
 from gateway.batching import Batch, Budget, merge_results, run_batches, split_batches
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.routing import Router
+from gateway.routing import Router, SpacePin
 from gateway.runtime import AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest
 from gateway.validation import check_count, check_options, check_output, check_token_ids, check_token_limits
@@ -108,7 +108,10 @@ class EmbeddingService:
     async def embed(self, request: EmbeddingsRequest, *, request_id: str | None = None) -> Served:
         alias = self.resolve(request.model)
         inputs = request.inputs
-        check_count(alias, len(inputs), limit=alias.max_inputs)
+        # Backend limits are met by splitting; only an alias's own max_inputs caps a request
+        # (the body size and max_request_tokens bound it otherwise).
+        if alias.config.max_inputs is not None:
+            check_count(alias, len(inputs), limit=alias.config.max_inputs)
         if request.input_kind == "tokens":
             check_token_ids(alias)
         width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
@@ -183,6 +186,8 @@ class EmbeddingService:
     ) -> Served:
         target = _native_encoding(request.encoding_format)
         served_by: list[tuple[DeploymentRuntime, int, int]] = []
+        pin = SpacePin()
+        deadline = self.router.deadline(alias)
 
         async def run_batch(batch: Batch) -> EmbeddingResult:
             chunk = items[batch.start : batch.stop]
@@ -198,11 +203,11 @@ class EmbeddingService:
                 return result
 
             try:
-                routed = await self.router.run(alias, attempt)
+                routed = await self.router.run(alias, attempt, pin=pin, deadline=deadline)
             except InvalidInput as exc:
                 raise _shifted(exc, batch.start) from None
-            served_by.append((routed.deployment, routed.attempts, getattr(routed, "fallbacks", 0)))
-            return _finish(routed.result, target, width)
+            served_by.append((routed.deployment, routed.attempts, routed.fallbacks))
+            return _finish(routed.result, target, width, requested=request.dimensions, alias=alias.name)
 
         result = merge_results(await run_batches(batches, run_batch, concurrency=BATCH_CONCURRENCY))
         deployments = [d for d, _, _ in served_by]
@@ -252,7 +257,9 @@ def _shifted(exc: InvalidInput, offset: int) -> InvalidInput:
     return InvalidInput(shift(exc.message), param=shift(exc.param) if exc.param else None)
 
 
-def _finish(result: EmbeddingResult, target: NativeEncoding, dimensions: int) -> EmbeddingResult:
+def _finish(
+    result: EmbeddingResult, target: NativeEncoding, dimensions: int, *, requested: int | None, alias: str
+) -> EmbeddingResult:
     """One batch's vectors in the request's final form, so batches from any backend merge."""
     vectors = result.vectors
     if result.encoding == "int8" and target != "int8":
@@ -260,7 +267,19 @@ def _finish(result: EmbeddingResult, target: NativeEncoding, dimensions: int) ->
     if result.encoding == "binary" and target != "binary":
         raise UpstreamResponseError("a backend returned binary vectors where floats were asked for")
     if result.encoding == "float":
-        if 0 < dimensions < vectors.shape[1]:
+        width = int(vectors.shape[1])
+        if dimensions > width:
+            if requested is None:
+                raise UpstreamResponseError(
+                    f"a backend of model {alias!r} returned {width} dimensions, expected {dimensions}"
+                )
+            # The client asked for more than there is: only found here while a Matryoshka
+            # deployment's width was still unknown (check_output knows it afterwards).
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {width} for model {alias!r}, not {dimensions}",
+                param="dimensions",
+            )
+        if 0 < dimensions < width:
             vectors = truncate_dimensions(vectors, dimensions)
         if target == "int8":
             vectors = quantize_int8(vectors)
