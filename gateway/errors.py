@@ -36,6 +36,7 @@ from providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
     UpstreamAuthError,
+    UpstreamConnectionError,
     UpstreamRateLimited,
     UpstreamResponseError,
 )
@@ -149,6 +150,7 @@ _TABLE: dict[type[BaseException], ErrorKind] = {
     UpstreamRateLimited: ErrorKind(429, "rate_limit_error", "upstream_rate_limited"),
     ProviderOverloaded: ErrorKind(503, "server_error", "overloaded"),
     ProviderTimeout: ErrorKind(504, "server_error", "upstream_timeout"),
+    UpstreamConnectionError: ErrorKind(502, "server_error", "upstream_connection_error"),
     ProviderUnavailable: ErrorKind(503, "server_error", "upstream_unavailable"),
     UpstreamAuthError: ErrorKind(502, "server_error", "upstream_auth_error"),
     UpstreamResponseError: ErrorKind(502, "server_error", "upstream_error"),

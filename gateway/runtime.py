@@ -73,8 +73,14 @@ class AliasRuntime:
         return self.config.name
 
     @property
-    def max_inputs(self) -> int:
-        return self.config.max_inputs or DEFAULT_MAX_INPUTS
+    def max_inputs(self) -> int | None:
+        """Inputs a request may hold. Upstreams get batches they accept, so only the alias's
+        own setting caps them; in-process models are capped by default to protect the CPU."""
+        if self.config.max_inputs is not None:
+            return self.config.max_inputs
+        if any(d.capabilities.in_process for d in self.deployments):
+            return DEFAULT_MAX_INPUTS
+        return None
 
     @property
     def max_request_tokens(self) -> int:

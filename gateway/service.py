@@ -108,10 +108,8 @@ class EmbeddingService:
     async def embed(self, request: EmbeddingsRequest, *, request_id: str | None = None) -> Served:
         alias = self.resolve(request.model)
         inputs = request.inputs
-        # Backend limits are met by splitting; only an alias's own max_inputs caps a request
-        # (the body size and max_request_tokens bound it otherwise).
-        if alias.config.max_inputs is not None:
-            check_count(alias, len(inputs), limit=alias.config.max_inputs)
+        if alias.max_inputs is not None:
+            check_count(alias, len(inputs), limit=alias.max_inputs)
         if request.input_kind == "tokens":
             check_token_ids(alias)
         width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)

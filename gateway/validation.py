@@ -37,7 +37,9 @@ def check_output(alias: AliasRuntime, *, dimensions: int | None, encoding_format
                 param="dimensions",
             )
         low, high = allowed
-        if not low <= dimensions <= high:
+        # high == 0: a Matryoshka deployment whose width is learned from its first answer;
+        # the upper bound is checked once the vectors are back (service._finish).
+        if dimensions < low or (high and dimensions > high):
             raise InvalidRequest(
                 f"dimensions must be between {low} and {high} for model {alias.name!r}, not {dimensions}",
                 param="dimensions",

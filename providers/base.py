@@ -11,7 +11,8 @@ Exception hierarchy::
     │   ├── ProviderTimeout          no answer within the deadline
     │   ├── ProviderOverloaded       queue full (may carry retry_after)
     │   │   └── UpstreamRateLimited  the upstream answered 429 (its Retry-After kept)
-    │   └── UpstreamConnectionError  connection refused, reset or dropped
+    │   ├── UpstreamUnreachable      no connection could be made (refused, no route)
+    │   └── UpstreamConnectionError  the connection broke: reset or dropped mid-answer
     ├── UpstreamResponseError        the backend answered, but badly (5xx, bad JSON, bad vectors)
     │   └── UpstreamAuthError        the backend refused our credentials
     └── InvalidInput                 the request itself is wrong for this backend: do not retry
@@ -38,6 +39,7 @@ __all__ = [
     "UpstreamAuthError",
     "UpstreamConnectionError",
     "UpstreamRateLimited",
+    "UpstreamUnreachable",
     "UpstreamResponseError",
     "EmbedInput",
     "EmbedOptions",
@@ -83,8 +85,12 @@ class UpstreamRateLimited(ProviderOverloaded):
     """The upstream answered 429; ``retry_after`` is its own Retry-After, when it sent one."""
 
 
+class UpstreamUnreachable(ProviderUnavailable):
+    """No connection could be made: the upstream is down or unreachable."""
+
+
 class UpstreamConnectionError(ProviderUnavailable):
-    """The connection failed or was dropped before a full answer arrived."""
+    """The connection broke (reset, or dropped before a full answer arrived)."""
 
 
 class UpstreamResponseError(ProviderError):
@@ -116,6 +122,8 @@ class Capabilities:
     native_dimensions: tuple[int, int] | None = None
     native_encodings: frozenset[NativeEncoding] = frozenset({"float"})
     contextualized: bool = False
+    #: The backend computes on this machine (the gateway caps requests to protect it).
+    in_process: bool = False
     #: Options the backend understands in ``extra_body``; ``None`` means "forward anything".
     accepted_options: frozenset[str] | None = None
     #: Batching limits for contextualized requests.

@@ -24,7 +24,8 @@ httpx exception → exception::
     other TimeoutException       ProviderTimeout
     DecodingError                UpstreamResponseError
     InvalidURL                   ProviderError (a deployment setting is wrong)
-    any other httpx.HTTPError    UpstreamConnectionError (refused, reset, dropped, ...)
+    ConnectError                 UpstreamUnreachable (refused, no route)                [503]
+    any other httpx.HTTPError    UpstreamConnectionError (reset, dropped mid-answer)    [502]
 
 ``retry_after`` is read from ``retry-after-ms``, else ``retry-after`` (seconds or an
 HTTP date).
@@ -53,6 +54,7 @@ from providers.base import (
     UpstreamConnectionError,
     UpstreamRateLimited,
     UpstreamResponseError,
+    UpstreamUnreachable,
 )
 
 __all__ = [
@@ -230,6 +232,8 @@ def translate_transport_errors(
         raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
     except httpx.DecodingError as exc:
         raise UpstreamResponseError(f"{where} sent a body that could not be decoded") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamUnreachable(f"could not connect to {where}: {_clip(redact(str(exc)) or 'refused')}") from exc
     except httpx.InvalidURL as exc:
         raise ProviderError(f"deployment {deployment!r} has an invalid base_url: {redact(str(exc))}") from exc
     except httpx.HTTPError as exc:

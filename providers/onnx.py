@@ -239,6 +239,7 @@ class OnnxProvider:
             max_request_tokens=300_000,
             token_ids=True,
             accepted_options=frozenset({"truncate"}),
+            in_process=True,
         )
 
     async def aclose(self) -> None:

@@ -111,7 +111,7 @@ class OpenAIProvider:
         self._encoding: str = options.get("encoding", "base64")
         self._send_user = bool(options.get("send_user", True))
         declared = options.get("dimensions")
-        self._declared: int | None = declared if is_whole(declared) else None
+        self._declared: int | None = declared if is_whole(declared) else KNOWN_DIMENSIONS.get(self.model)
         self._learned: int | None = None
         span = options.get("dimensions_range")
         self._range = (int(span[0]), int(span[1])) if span is not None else None

@@ -25,6 +25,7 @@ from providers.base import (
     ProviderUnavailable,
     UpstreamAuthError,
     UpstreamConnectionError,
+    UpstreamUnreachable,
     UpstreamResponseError,
 )
 from providers.base import UpstreamRateLimited
@@ -334,7 +335,7 @@ async def test_unreachable_upstream_and_lifecycle() -> None:
     with pytest.raises(ProviderUnavailable, match="not started"):
         await provider.embed(["a"], EmbedOptions())
     await provider.start()
-    with pytest.raises(UpstreamConnectionError):
+    with pytest.raises(UpstreamUnreachable):
         await provider.embed(["a"], EmbedOptions())
     await provider.aclose()
     with pytest.raises(ProviderUnavailable):

@@ -111,8 +111,8 @@ FAILURES = [
     pytest.param("status", {"status": 503}, 503, id="503"),
     pytest.param("status", {"status": 429, "retry_after": "1"}, 429, id="429-retry-after"),
     pytest.param("hang", {}, 504, id="hang"),
-    pytest.param("drop", {}, 503, id="drop"),
-    pytest.param("drop", {"when": "mid_body"}, 503, id="drop-mid-body"),
+    pytest.param("drop", {}, 502, id="drop"),
+    pytest.param("drop", {"when": "mid_body"}, 502, id="drop-mid-body"),
     pytest.param("invalid_json", {}, 502, id="invalid-json"),
     pytest.param("wrong_count", {}, 502, id="wrong-count"),
 ]
