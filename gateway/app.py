@@ -26,6 +26,7 @@ from gateway.routing import Router
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import EmbeddingService
 from providers.base import ProviderError
+from providers.microbatch import MicroBatcher
 
 __all__ = ["create_app"]
 
@@ -53,11 +54,16 @@ async def _gateway_exception(request: Request, exc: Exception) -> Response:
 def _watch_local_models(runtime: Runtime, metrics: Metrics) -> None:
     for deployment in runtime.deployments:
         batcher = getattr(deployment.provider, "batcher", None)
-        if batcher is None:
-            continue
-        name = deployment.name
-        metrics.watch_queue_depth(name, lambda b=batcher: int(b.queue_depth))
-        batcher.on_batch = lambda size, n=name: metrics.observe_local_batch(n, size)
+        if isinstance(batcher, MicroBatcher):
+            _watch_batcher(deployment.name, batcher, metrics)
+
+
+def _watch_batcher(name: str, batcher: MicroBatcher, metrics: Metrics) -> None:
+    def observe(size: int) -> None:
+        metrics.observe_local_batch(name, size)
+
+    metrics.watch_queue_depth(name, lambda: batcher.queue_depth)
+    batcher.on_batch = observe
 
 
 def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_format: str = "text") -> Starlette:

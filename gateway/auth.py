@@ -94,7 +94,7 @@ class Authenticator:
         if self.is_admin(authorization):
             return
         self.authenticate(authorization)
-        raise PermissionDenied("reading usage needs an admin key (auth.admin_keys)")
+        raise PermissionDenied("reading usage needs an admin key (auth.admin_keys)", code="admin_key_required")
 
     def _presented(self, authorization: str | None) -> bytes:
         if not authorization:

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Sequence
 
 import httpx
@@ -35,8 +36,32 @@ def _load(path: str) -> GatewayConfig | None:
         return None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line; an access-log record's fields are its top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error"] = record.exc_info[0].__name__
+        return orjson.dumps(line, default=str).decode()
+
+
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(_JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _is_loopback(host: str) -> bool:
@@ -53,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
 
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     config = _load(_config_path(args.config))
     if config is None:
         return 2

@@ -169,7 +169,7 @@ def parse_config(
     usage_reader.reject_unknown(("ledger",))
     if usage_reader.node.get("ledger") is False:  # YAML reads a bare `off` as false
         usage_reader.node["ledger"] = "off"
-    usage = UsageConfig(ledger=usage_reader.str("ledger", DEFAULT_LEDGER))
+    usage = UsageConfig(ledger=usage_reader.string("ledger", DEFAULT_LEDGER))
     if usage.ledger != "off" and not usage.ledger.startswith("sqlite:///"):
         usage_reader.error("ledger", "must be sqlite:///PATH or off")
     models_reader = top.child("models")
@@ -187,10 +187,10 @@ def parse_config(
 def _server(reader: Reader) -> ServerConfig:
     reader.reject_unknown(_SERVER_KEYS)
     return ServerConfig(
-        host=reader.str("host", DEFAULT_HOST),
-        port=reader.int("port", DEFAULT_PORT, minimum=0, maximum=65535),
-        max_request_bytes=reader.int("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
-        metrics=reader.bool("metrics", True),
+        host=reader.string("host", DEFAULT_HOST),
+        port=reader.integer("port", DEFAULT_PORT, minimum=0, maximum=65535),
+        max_request_bytes=reader.integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
+        metrics=reader.boolean("metrics", True),
     )
 
 
@@ -205,17 +205,17 @@ def _auth(reader: Reader) -> AuthConfig:
     for index, raw in enumerate(raw_keys):
         key_reader = Reader(raw, f"{reader.at('keys')}[{index}]", reader.errors)
         key_reader.reject_unknown(("id", "key", "models", "rpm", "tpm"))
-        key_id = key_reader.str("id")
+        key_id = key_reader.string("id")
         if key_id in seen:
             key_reader.error("id", f"{key_id!r} is used by another key")
         seen.add(key_id)
         keys.append(
             KeyConfig(
                 id=key_id,
-                key=key_reader.str("key"),
+                key=key_reader.string("key"),
                 models=key_reader.str_list("models", ("*",)),
-                rpm=key_reader.int("rpm", None, minimum=1),
-                tpm=key_reader.int("tpm", None, minimum=1),
+                rpm=key_reader.integer("rpm", None, minimum=1),
+                tpm=key_reader.integer("tpm", None, minimum=1),
             )
         )
     return AuthConfig(keys=tuple(keys), admin_keys=reader.str_list("admin_keys"))
@@ -235,17 +235,17 @@ def _alias(name: str, reader: Reader) -> AliasConfig:
     else:
         deployments = [_deployment(reader, name, extra_allowed=_ALIAS_KEYS)]
     _check_names(reader, deployments)
-    routing = reader.str("routing", "fallback", choices=ROUTING_STRATEGIES)
+    routing = reader.string("routing", "fallback", choices=ROUTING_STRATEGIES)
     alias = AliasConfig(
         name=name,
         deployments=tuple(d for d in deployments if d is not None),
         routing=routing,
-        retries=reader.int("retries", 0, maximum=10),
+        retries=reader.integer("retries", 0, maximum=10),
         timeout_s=reader.number("timeout_s", DEFAULT_TIMEOUT_S, exclusive=True),
-        allow_mixed_spaces=reader.bool("allow_mixed_spaces", False),
-        max_inputs=reader.int("max_inputs", None, minimum=1),
-        max_input_tokens=reader.int("max_input_tokens", None, minimum=1),
-        max_request_tokens=reader.int("max_request_tokens", None, minimum=1),
+        allow_mixed_spaces=reader.boolean("allow_mixed_spaces", False),
+        max_inputs=reader.integer("max_inputs", None, minimum=1),
+        max_input_tokens=reader.integer("max_input_tokens", None, minimum=1),
+        max_request_tokens=reader.integer("max_request_tokens", None, minimum=1),
     )
     _check_spaces(reader, alias)
     return alias
@@ -276,7 +276,7 @@ def _check_spaces(reader: Reader, alias: AliasConfig) -> None:
 def _deployment(
     reader: Reader, default_name: str, *, extra_allowed: tuple[str, ...] = ()
 ) -> DeploymentConfig | None:
-    provider = reader.str("provider")
+    provider = reader.string("provider")
     provider_class = None
     if provider is not None:
         try:
@@ -290,24 +290,24 @@ def _deployment(
         reader.reject_unknown({*_DEPLOYMENT_KEYS, *extra_allowed, *own_keys})
     options = {key: reader.node[key] for key in own_keys if reader.node.get(key) is not None}
     deployment = DeploymentConfig(
-        name=reader.str("name", default_name),
+        name=reader.string("name", default_name),
         provider=provider or "",
-        model=reader.str("model", None),
-        space=reader.str("space", None),
-        base_url=reader.str("base_url", None),
-        api_key=reader.str("api_key", None),
+        model=reader.string("model", None),
+        space=reader.string("space", None),
+        base_url=reader.string("base_url", None),
+        api_key=reader.string("api_key", None),
         headers=reader.str_map("headers"),
         weight=reader.number("weight", 1.0, exclusive=True),
-        dimensions=reader.int("dimensions", None, minimum=1),
-        matryoshka=reader.bool("matryoshka", False),
-        max_inputs=reader.int("max_inputs", None, minimum=1),
-        max_input_tokens=reader.int("max_input_tokens", None, minimum=1),
-        max_request_tokens=reader.int("max_request_tokens", None, minimum=1),
+        dimensions=reader.integer("dimensions", None, minimum=1),
+        matryoshka=reader.boolean("matryoshka", False),
+        max_inputs=reader.integer("max_inputs", None, minimum=1),
+        max_input_tokens=reader.integer("max_input_tokens", None, minimum=1),
+        max_request_tokens=reader.integer("max_request_tokens", None, minimum=1),
         price_per_million_tokens=reader.number("price_per_million_tokens", None),
         extra_body=reader.mapping("extra_body"),
         timeout_s=reader.number("timeout_s", DEFAULT_TIMEOUT_S, exclusive=True),
         connect_timeout_s=reader.number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S, exclusive=True),
-        breaker_failures=reader.int("breaker_failures", DEFAULT_BREAKER_FAILURES, maximum=1000),
+        breaker_failures=reader.integer("breaker_failures", DEFAULT_BREAKER_FAILURES, maximum=1000),
         breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
         options=options,
     )

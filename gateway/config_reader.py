@@ -50,7 +50,7 @@ class Reader:
         value = self.node.get(key)
         return default if value is None else value
 
-    def str(self, key: str, default: Any = _MISSING, *, choices: Iterable[str] | None = None) -> Any:
+    def string(self, key: str, default: Any = _MISSING, *, choices: Iterable[str] | None = None) -> Any:
         value = self.node.get(key)
         if value is None:
             return self._default(key, default)
@@ -62,7 +62,7 @@ class Reader:
             return None if default is _MISSING else default
         return value
 
-    def int(self, key: str, default: Any = _MISSING, *, minimum: int = 0, maximum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = _MISSING, *, minimum: int = 0, maximum: int | None = None) -> Any:
         value = self.node.get(key)
         if value is None:
             return self._default(key, default)
@@ -88,7 +88,7 @@ class Reader:
             return None if default is _MISSING else default
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool) -> bool:
         value = self.node.get(key)
         if value is None:
             return default

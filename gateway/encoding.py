@@ -29,7 +29,8 @@ __all__ = [
 
 def normalize_rows(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    normalized: npt.NDArray[np.float32] = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return normalized
 
 
 def truncate_dimensions(vectors: npt.NDArray[np.float32], dimensions: int) -> npt.NDArray[np.float32]:
@@ -40,7 +41,8 @@ def truncate_dimensions(vectors: npt.NDArray[np.float32], dimensions: int) -> np
 def quantize_int8(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
     scale = np.max(np.abs(vectors), axis=1, keepdims=True)
     scale[scale == 0] = 1.0
-    return np.clip(np.rint(vectors / scale * 127.0), -127, 127).astype(np.int8)
+    quantized: npt.NDArray[np.int8] = np.clip(np.rint(vectors / scale * 127.0), -127, 127).astype(np.int8)
+    return quantized
 
 
 def quantize_binary(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

@@ -78,12 +78,12 @@ _EMBEDDING = {
 }
 
 
+def _list_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": item}}}
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    list_of = lambda item: {  # noqa: E731
-        "type": "object",
-        "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": item}},
-    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Embedding gateway", "version": "0.1.0"},
@@ -157,7 +157,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "List model aliases",
                 "operationId": "listModels",
-                "responses": {"200": _json(list_of({"type": "object", "properties": {
+                "responses": {"200": _json(_list_of({"type": "object", "properties": {
                     "id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
                     "owned_by": {"type": "string"}, "dimensions": {"type": "integer"},
                     "max_input_tokens": {"type": "integer"},
