@@ -100,3 +100,36 @@ async def drive(
     await asyncio.gather(*tasks)
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def post_each(url: str, bodies: list[bytes], *, concurrency: int) -> LoadResult:
+    """POST every body once, from ``concurrency`` keep-alive connections sharing the queue."""
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port_text = hostport.partition(":")
+    port = int(port_text or 80)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(_request_bytes(host, port, "/" + path, body, {}))
+    result = LoadResult()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while not queue.empty():
+                raw = queue.get_nowait()
+                sent = time.perf_counter()
+                writer.write(raw)
+                status = await _read_response(reader)
+                result.latencies.append(time.perf_counter() - sent)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                result.requests += 1
+                if status != 200:
+                    result.errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*[connection() for _ in range(concurrency)])
+    result.seconds = time.perf_counter() - started
+    return result

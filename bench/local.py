@@ -19,12 +19,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import mixed_corpus  # noqa: E402
 from bench.harness import gateway_process, percentile  # noqa: E402
+from bench.loadgen import post_each  # noqa: E402
 from providers.bundled import resolve_bundled  # noqa: E402
 
 
@@ -54,31 +56,26 @@ def bare_texts_per_second(texts: list[str], batch_size: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-async def gateway_texts_per_second(base: str, texts: list[str], clients: int) -> tuple[float, list[float]]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in texts:
-        queue.put_nowait(text)
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+def gateway_texts_per_second(base: str, texts: list[str], clients: int) -> tuple[float, list[float]]:
+    bodies = [orjson.dumps({"model": "mini", "input": text}) for text in texts]
+    url = f"{base}/v1/embeddings"
+    asyncio.run(post_each(url, bodies[: clients * 4], concurrency=clients))  # warm-up
+    result = asyncio.run(post_each(url, bodies, concurrency=clients))
+    if result.errors:
+        raise RuntimeError(f"gateway answered errors: {result.statuses}")
+    return result.rate, result.latencies
 
-        async def worker() -> None:
-            while not queue.empty():
-                text = queue.get_nowait()
-                sent = time.perf_counter()
-                response = await http.post("/v1/embeddings", json={"model": "mini", "input": text})
-                latencies.append(time.perf_counter() - sent)
-                if response.status_code != 200:
-                    raise RuntimeError(f"gateway answered {response.status_code}: {response.text[:200]}")
 
-        await asyncio.gather(*[worker() for _ in range(clients)])  # warm-up happens in the first calls
-        queue = asyncio.Queue()
-        for text in texts:
-            queue.put_nowait(text)
-        latencies.clear()
-        started = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(clients)])
-        return len(texts) / (time.perf_counter() - started), latencies
+def mean_batch_size(base: str) -> float:
+    """From the gateway's own metrics: inputs per model run."""
+    text = httpx.get(f"{base}/metrics").text
+    values = {
+        line.split(" ")[0].split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_local_batch_size_")
+    }
+    count = values.get("gateway_local_batch_size_count", 0.0)
+    return values.get("gateway_local_batch_size_sum", 0.0) / count if count else 0.0
 
 
 def main() -> None:
@@ -97,17 +94,18 @@ def main() -> None:
     with gateway_process(config) as base:
         for round_number in range(args.rounds):
             bare_runs.append(bare_texts_per_second(texts, 32))
-            rate, latencies = asyncio.run(gateway_texts_per_second(base, texts, args.clients))
+            rate, latencies = gateway_texts_per_second(base, texts, args.clients)
             gateway_runs.append(rate)
             print(
                 f"round {round_number + 1}: bare {bare_runs[-1]:.1f} texts/s, gateway {rate:.1f} texts/s "
                 f"(p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms)",
                 flush=True,
             )
+        batch = mean_batch_size(base)
     bare, gateway = float(np.mean(bare_runs)), float(np.mean(gateway_runs))
     print(f"corpus: {len(texts)} texts, {args.clients} clients, one text per request")
     print(f"bare onnxruntime, sorted batches of 32: {bare:.1f} texts/s")
-    print(f"gateway, {args.clients} concurrent clients: {gateway:.1f} texts/s")
+    print(f"gateway, {args.clients} concurrent clients: {gateway:.1f} texts/s (mean model batch {batch:.1f} inputs)")
     print(f"gateway/bare = {gateway / bare:.2f}")
 
 

@@ -140,7 +140,7 @@ class OnnxProvider:
     """Provider for ``provider: onnx``: a bundled model by name, or explicit file paths."""
 
     option_keys = frozenset(
-        {"model_path", "tokenizer_path", "pooling", *_BOOL_OPTIONS, *_INT_OPTIONS, "max_wait_ms"}
+        {"model_path", "tokenizer_path", "pooling", *_BOOL_OPTIONS, *_INT_OPTIONS, "max_wait_ms", "max_padding"}
     )
 
     def __init__(self, spec: DeploymentSpec) -> None:
@@ -175,6 +175,9 @@ class OnnxProvider:
             value = options.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 errors.append((key, "must be a whole number of at least 1"))
+        padding = options.get("max_padding")
+        if padding is not None and (isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0 <= padding < 1):
+            errors.append(("max_padding", "must be a fraction from 0 up to (not including) 1"))
         wait = options.get("max_wait_ms")
         if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0):
             errors.append(("max_wait_ms", "must be a number of milliseconds, at least 0"))
@@ -227,6 +230,7 @@ class OnnxProvider:
             max_batch_size=options.get("max_batch_size", 32),
             max_batch_tokens=options.get("max_batch_tokens", 16384),
             max_wait_ms=float(options.get("max_wait_ms", 2.0)),
+            max_padding=float(options.get("max_padding", 0.02)),
             max_queue=options.get("max_queue", 8192),
             workers=options.get("workers", _default_parallelism()[0]),
         )
