@@ -1,5 +1,6 @@
 """The floor any proxy built like ours pays: a minimal ASGI app on uvicorn that forwards the
-request bytes upstream with a pooled httpx client and returns the upstream's bytes as they are.
+request bytes upstream with the same kind of pooled httpx client as the gateway's (httpx over
+aiohttp's pool) and returns the upstream's bytes as they are.
 
     python bench/passthrough.py --upstream http://127.0.0.1:PORT --port 0
 """
@@ -13,12 +14,12 @@ from typing import Any
 
 import httpx
 import uvicorn
+from httpx_aiohttp import AiohttpTransport
 
 
 def make_app(upstream: str) -> Any:
-    client = httpx.AsyncClient(
-        base_url=upstream, timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    )
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    client = httpx.AsyncClient(base_url=upstream, timeout=30, transport=AiohttpTransport(limits=limits))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

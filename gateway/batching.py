@@ -91,5 +91,4 @@ def merge_results(results: Sequence[EmbeddingResult]) -> EmbeddingResult:
         prompt_tokens=sum(r.prompt_tokens or 0 for r in results),
         tokens_estimated=any(r.tokens_estimated for r in results),
         cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
-        normalized=all(r.normalized for r in results),
     )

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import base64
+import pybase64
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ def decode_binary(raw: bytes, dimensions: int) -> npt.NDArray[np.uint8]:
 
 
 def _b64_rows(matrix: npt.NDArray[Any]) -> list[str]:
-    return [base64.b64encode(row.tobytes()).decode("ascii") for row in matrix]
+    return [pybase64.b64encode(row.tobytes()).decode("ascii") for row in matrix]
 
 
 def encode_rows(

@@ -107,6 +107,8 @@ class UsageLedger:
         self._flush_interval_s = flush_interval_s
         self._busy_timeout_s = busy_timeout_s
         self._queue: queue.SimpleQueue[UsageRecord | _Marker] = queue.SimpleQueue()
+        #: Set by a flush or close, so the writer does not sleep out its interval.
+        self._urgent = threading.Event()
         self._held: list[UsageRecord] = []
         self._conn: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
@@ -204,6 +206,7 @@ class UsageLedger:
         with self._lock:
             self._closed = self._closed or closing
             self._queue.put(_Marker(wake, closing=closing))
+        self._urgent.set()
         await done
 
     def _connect(self) -> sqlite3.Connection:
@@ -240,28 +243,22 @@ class UsageLedger:
                 return
 
     def _gather(self) -> list[_Marker]:
-        """Moves rows into ``_held`` until a batch is due; returns the markers met on the way."""
-        now = time.monotonic()
+        """Moves rows into ``_held`` until a batch is due; returns the markers met on the way.
+
+        The thread wakes once per batch, not once per row: it blocks for the first row, then
+        sleeps out the flush interval (cut short by a flush or close) and takes everything
+        queued by then. A wake per row would cost the event loop a GIL hand-off per request.
+        """
         if self._failing:
-            deadline: float | None = now + self._backoff_s
-        elif self._held:
-            return []
-        else:
-            deadline = None
-        while self._failing or len(self._held) < self._batch_rows:
-            timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if isinstance(item, _Marker):
-                return [item]
-            self._held.append(item)
-            if deadline is None:
-                deadline = time.monotonic() + self._flush_interval_s
-        return []
+            self._urgent.wait(self._backoff_s)
+        elif not self._held:
+            first = self._queue.get()
+            if isinstance(first, _Marker):
+                return [first] + self._drain()
+            self._held.append(first)
+            self._urgent.wait(self._flush_interval_s)
+        self._urgent.clear()
+        return self._drain()
 
     def _drain(self) -> list[_Marker]:
         markers: list[_Marker] = []

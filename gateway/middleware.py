@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -19,6 +20,16 @@ REQUEST_ID_HEADER = "x-request-id"
 OnComplete = Callable[[str, dict[str, Any], int, float, str], None]
 _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("gateway.access")
+
+
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique per process start (a random prefix) and per request (a counter): ids need to
+    be unique, not secret, and a uuid4 per request costs an urandom call."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -46,7 +57,7 @@ class GatewayMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or _new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()

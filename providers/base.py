@@ -158,7 +158,6 @@ class EmbeddingResult:
     prompt_tokens: int | None = None
     tokens_estimated: bool = False
     cost_usd: float | None = None
-    normalized: bool = True
 
     def __post_init__(self) -> None:
         if not self.dimensions:

@@ -1,6 +1,10 @@
 """HTTP plumbing shared by the upstream providers (``openai``, ``perplexity``).
 
 One :class:`UpstreamClient` per provider instance owns one pooled ``httpx.AsyncClient``.
+Its transport is aiohttp's connection pool (``httpx-aiohttp``, as LiteLLM does): httpx's own
+pool costs several times more CPU per request once many are in flight (encode/httpx#3215),
+and a gateway pays that on every request. The httpx interface stays, so tests can still
+hand in a client with ``httpx.MockTransport``.
 Every call goes through :meth:`UpstreamClient.post_json`, so httpx exceptions and error
 statuses become provider exceptions in exactly one place, and every message built from
 upstream text passes through a :class:`Redactor` first: the API key (and any
@@ -33,6 +37,7 @@ HTTP date).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,8 +46,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import orjson
+from httpx_aiohttp import AiohttpTransport
 
 from providers.base import (
     InvalidInput,
@@ -213,6 +220,18 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
     return UpstreamResponseError(f"{where} answered HTTP {status}: {message}", status=status)
 
 
+def _raise_for_aiohttp_cause(exc: httpx.HTTPError, *, where: str, timeout_s: float) -> None:
+    """The aiohttp transport maps its errors to httpx's coarsely (a server that hung up
+    becomes ``ConnectTimeout``); the aiohttp error it chains tells what really happened."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        raise UpstreamUnreachable(f"could not connect to {where}") from exc
+    if isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError)):
+        raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
+    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+        raise UpstreamConnectionError(f"the connection to {where} broke ({type(cause).__name__})") from exc
+
+
 @contextmanager
 def translate_transport_errors(
     *, deployment: str, redact: Redactor, timeout_s: float, max_connections: int
@@ -221,22 +240,23 @@ def translate_transport_errors(
     where = f"the upstream of deployment {deployment!r}"
     try:
         yield
-    except httpx.PoolTimeout as exc:
-        raise ProviderOverloaded(
-            f"all {max_connections} connections of deployment {deployment!r} stayed busy "
-            f"for {timeout_s:g} s"
-        ) from exc
-    except httpx.ConnectTimeout as exc:
-        raise ProviderTimeout(f"could not connect to {where} in time") from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
-    except httpx.DecodingError as exc:
-        raise UpstreamResponseError(f"{where} sent a body that could not be decoded") from exc
-    except httpx.ConnectError as exc:
-        raise UpstreamUnreachable(f"could not connect to {where}: {_clip(redact(str(exc)) or 'refused')}") from exc
-    except httpx.InvalidURL as exc:
-        raise ProviderError(f"deployment {deployment!r} has an invalid base_url: {redact(str(exc))}") from exc
     except httpx.HTTPError as exc:
+        _raise_for_aiohttp_cause(exc, where=where, timeout_s=timeout_s)
+        if isinstance(exc, httpx.PoolTimeout):
+            raise ProviderOverloaded(
+                f"all {max_connections} connections of deployment {deployment!r} stayed busy "
+                f"for {timeout_s:g} s"
+            ) from exc
+        if isinstance(exc, httpx.ConnectTimeout):
+            raise ProviderTimeout(f"could not connect to {where} in time") from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
+        if isinstance(exc, httpx.DecodingError):
+            raise UpstreamResponseError(f"{where} sent a body that could not be decoded") from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise UpstreamUnreachable(f"could not connect to {where}: {_clip(redact(str(exc)) or 'refused')}") from exc
+        if isinstance(exc, httpx.InvalidURL):
+            raise ProviderError(f"deployment {deployment!r} has an invalid base_url: {redact(str(exc))}") from exc
         detail = redact(str(exc)) or "no detail"
         raise UpstreamConnectionError(
             f"the connection to {where} failed ({type(exc).__name__}: {_clip(detail)})"
@@ -272,6 +292,9 @@ class UpstreamClient:
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._given = client
         self._client: httpx.AsyncClient | None = client
+        # Our own count of connections in use: it tells "every connection busy" apart from
+        # a slow upstream whatever the transport (aiohttp reports both as a connect timeout).
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _build_headers(self, api_key: str | None, extra: Mapping[str, str]) -> httpx.Headers:
         """Case-insensitive, so a configured ``Authorization`` replaces ours instead of doubling it."""
@@ -293,12 +316,24 @@ class UpstreamClient:
             max_keepalive_connections=self.max_connections,
             keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, transport=AiohttpTransport(limits=limits)
+        )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and client is not self._given:
             await client.aclose()
+
+    async def _acquire_slot(self, wait_s: float) -> None:
+        try:
+            async with asyncio.timeout(wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ProviderOverloaded(
+                f"all {self.max_connections} connections of deployment {self.deployment!r} stayed busy "
+                f"for {wait_s:g} s"
+            ) from None
 
     async def post_json(
         self,
@@ -324,15 +359,19 @@ class UpstreamClient:
         timeout = self._timeout
         if timeout_s is not None:
             timeout = httpx.Timeout(timeout_s, connect=self.connect_timeout_s)
-        with translate_transport_errors(
-            deployment=self.deployment,
-            redact=self.redact,
-            timeout_s=timeout_s or self.timeout_s,
-            max_connections=self.max_connections,
-        ):
-            response = await client.post(
-                self.base_url + path, content=content, headers=headers, timeout=timeout
-            )
+        await self._acquire_slot(timeout_s or self.timeout_s)
+        try:
+            with translate_transport_errors(
+                deployment=self.deployment,
+                redact=self.redact,
+                timeout_s=timeout_s or self.timeout_s,
+                max_connections=self.max_connections,
+            ):
+                response = await client.post(
+                    self.base_url + path, content=content, headers=headers, timeout=timeout
+                )
+        finally:
+            self._slots.release()
         if not 200 <= response.status_code < 300:
             raise error_for_status(response, deployment=self.deployment, redact=self.redact)
         try:

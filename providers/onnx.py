@@ -302,7 +302,7 @@ class OnnxProvider:
         sequences, counts = self._frame_all(content, truncate=bool(truncate))
         vectors = await self._batcher.submit(sequences)
         return EmbeddingResult(
-            vectors=vectors, token_counts=counts, normalized=self._embedder.normalize
+            vectors=vectors, token_counts=counts
         )
 
     async def embed_contextualized(

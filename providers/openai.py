@@ -62,7 +62,6 @@ from providers.wire import (
     malformed,
     ordered_items,
     read_usage,
-    unit_norm,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "KNOWN_DIMENSIONS", "OpenAIProvider"]
@@ -219,8 +218,9 @@ class OpenAIProvider:
         )
         if options.dimensions is None:
             self._learn(int(vectors.shape[1]))
-        counts = [estimate_tokens(item) for item in inputs]
         usage = read_usage(payload)
+        # Per-input counts only matter when the upstream reports no total.
+        counts = [] if usage.prompt_tokens is not None else [estimate_tokens(item) for item in inputs]
         return EmbeddingResult(
             vectors=vectors,
             token_counts=counts,
@@ -228,7 +228,6 @@ class OpenAIProvider:
             prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else sum(counts),
             tokens_estimated=usage.prompt_tokens is None and any(isinstance(i, str) for i in inputs),
             cost_usd=usage.cost_usd,
-            normalized=unit_norm(vectors),
         )
 
     def _learn(self, width: int) -> None:

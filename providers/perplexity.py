@@ -246,5 +246,4 @@ class PerplexityProvider:
             prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else sum(counts),
             tokens_estimated=usage.prompt_tokens is None,
             cost_usd=usage.cost_usd,
-            normalized=False,
         )

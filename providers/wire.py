@@ -10,7 +10,7 @@ reaching a client.
 
 from __future__ import annotations
 
-import base64
+import pybase64
 import binascii
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -29,7 +29,6 @@ __all__ = [
     "malformed",
     "ordered_items",
     "read_usage",
-    "unit_norm",
 ]
 
 #: ``float``: JSON numbers or base64 little-endian float32; ``int8`` / ``binary``: base64 bytes.
@@ -37,7 +36,6 @@ RowFormat = Literal["float", "int8", "binary"]
 _DTYPES: dict[str, str] = {"float": "<f4", "int8": "i1", "binary": "u1"}
 _NATIVE: dict[str, type[np.generic]] = {"float": np.float32, "int8": np.int8, "binary": np.uint8}
 #: How far from 1 a vector's norm may be for the answer to count as normalised.
-NORM_TOLERANCE = 1e-3
 
 
 def malformed(where: str, problem: str) -> UpstreamResponseError:
@@ -123,7 +121,7 @@ def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArr
     raws: list[bytes] = []
     for index, value in enumerate(values):
         try:
-            raws.append(base64.b64decode(value, validate=True))
+            raws.append(pybase64.b64decode(value, validate=True))
         except (binascii.Error, ValueError) as exc:
             raise malformed(where, f"embedding {index} is not valid base64") from exc
     size = len(raws[0])
@@ -135,14 +133,6 @@ def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArr
         raise malformed(where, f"embeddings of {size} bytes are not whole float32 values")
     flat = np.frombuffer(b"".join(raws), dtype=dtype)
     return flat.reshape(len(raws), size // dtype.itemsize).astype(_NATIVE[fmt])
-
-
-def unit_norm(matrix: npt.NDArray[np.float32]) -> bool:
-    """Whether every row has an L2 norm within ``NORM_TOLERANCE`` of 1."""
-    if matrix.size == 0:
-        return False
-    norms = np.linalg.norm(matrix, axis=1)
-    return bool(np.all(np.abs(norms - 1.0) <= NORM_TOLERANCE))
 
 
 @dataclass(frozen=True)

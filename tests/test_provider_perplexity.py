@@ -83,7 +83,7 @@ async def test_int8_vectors_usage_and_cost(server: Server) -> None:
         result = await provider.embed(texts, EmbedOptions(encoding="float"))
     assert result.encoding == "int8" and result.vectors.dtype == np.int8
     assert np.array_equal(result.vectors, int8_of(fake_matrix(texts, 1024)))
-    assert result.dimensions == 1024 and not result.normalized
+    assert result.dimensions == 1024
     assert result.prompt_tokens == tokens(texts) and not result.tokens_estimated
     assert result.cost_usd == pytest.approx(tokens(texts) * 0.004 / 1e6)
     assert result.token_counts == [4, 1, 5]
