@@ -122,6 +122,7 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
         },
     )
     app.state.runtime = runtime
+    app.state.api = api
     app.state.metrics = metrics
     app.state.ledger = ledger
     app.add_middleware(GatewayMiddleware, log_format=log_format, on_complete=accounting.complete)

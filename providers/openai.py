@@ -100,9 +100,9 @@ class OpenAIProvider:
         {"dimensions", "encoding", "native_dimensions", "dimensions_range", "max_connections", "send_user"}
     )
 
-    def __init__(self, spec: DeploymentSpec, *, client: httpx.AsyncClient | None = None) -> None:
-        """``client`` replaces the pooled client ``start()`` would create (for tests);
-        the provider leaves a client it was given open."""
+    def __init__(self, spec: DeploymentSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` replaces the connection pool ``start()`` would create (for tests,
+        e.g. ``httpx.MockTransport``); the provider leaves a transport it was given open."""
         options = spec.options
         self.name = spec.name
         self.model = spec.model or ""
@@ -124,7 +124,7 @@ class OpenAIProvider:
             timeout_s=spec.timeout_s,
             connect_timeout_s=spec.connect_timeout_s,
             max_connections=options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-            client=client,
+            transport=transport,
         )
         self._capabilities = self._declare()
 

@@ -79,9 +79,9 @@ class PerplexityProvider:
 
     option_keys = frozenset({"dimensions", "max_connections"})
 
-    def __init__(self, spec: DeploymentSpec, *, client: httpx.AsyncClient | None = None) -> None:
-        """``client`` replaces the pooled client ``start()`` would create (for tests);
-        the provider leaves a client it was given open."""
+    def __init__(self, spec: DeploymentSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` replaces the connection pool ``start()`` would create (for tests,
+        e.g. ``httpx.MockTransport``); the provider leaves a transport it was given open."""
         self.name = spec.name
         self.model = spec.model or ""
         self._where = f"the upstream of deployment {spec.name!r}"
@@ -97,7 +97,7 @@ class PerplexityProvider:
             timeout_s=spec.timeout_s,
             connect_timeout_s=spec.connect_timeout_s,
             max_connections=spec.options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-            client=client,
+            transport=transport,
         )
         self._capabilities = Capabilities(
             dimensions=width,

@@ -81,8 +81,7 @@ def mocked(answer: Any, *, model: str = MINI, **options: Any) -> OpenAIProvider:
         payload = answer(body) if callable(answer) else answer
         return httpx.Response(200, content=orjson.dumps(payload))
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return OpenAIProvider(spec("http://upstream.test/v1", model=model, **options), client=client)
+    return OpenAIProvider(spec("http://upstream.test/v1", model=model, **options), transport=httpx.MockTransport(handle))
 
 
 def floats(*rows: list[Any]) -> dict[str, Any]:
