@@ -1,6 +1,6 @@
 """The floor any proxy built like ours pays: a minimal ASGI app on uvicorn that forwards the
-request bytes upstream with the same kind of pooled httpx client as the gateway's (httpx over
-aiohttp's pool) and returns the upstream's bytes as they are.
+request bytes upstream exactly as the gateway's providers do (an ``httpx.Request`` handed to
+the pooled httpx transport over aiohttp's pool) and returns the upstream's bytes as they are.
 
     python bench/passthrough.py --upstream http://127.0.0.1:PORT --port 0
 """
@@ -18,8 +18,10 @@ from httpx_aiohttp import AiohttpTransport
 
 
 def make_app(upstream: str) -> Any:
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    client = httpx.AsyncClient(base_url=upstream, timeout=30, transport=AiohttpTransport(limits=limits))
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    url = httpx.URL(upstream + "/v1/embeddings")
+    headers = httpx.Headers({"content-type": "application/json"})
+    timeouts = {"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 30.0}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -30,7 +32,9 @@ def make_app(upstream: str) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        response = await client.post(scope["path"], content=body, headers={"content-type": "application/json"})
+        request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
+        response = await transport.handle_async_request(request)
+        await response.aread()
         await send({
             "type": "http.response.start",
             "status": response.status_code,

@@ -17,6 +17,7 @@ from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.handlers import ApiHandlers
+from gateway.hotpath import HotRoutes
 from gateway.ledger import UsageLedger
 from gateway.metrics import Metrics
 from gateway.middleware import GatewayMiddleware
@@ -125,5 +126,11 @@ def create_app(config: GatewayConfig, *, runtime: Runtime | None = None, log_for
     app.state.api = api
     app.state.metrics = metrics
     app.state.ledger = ledger
+    # The last added is the outermost: GatewayMiddleware sees every request, HotRoutes inside it.
+    app.add_middleware(HotRoutes, routes={
+        ("POST", "/v1/embeddings"): api.embeddings,
+        ("POST", "/embeddings"): api.embeddings,
+        ("POST", "/v1/contextualizedembeddings"): api.contextualized,
+    })
     app.add_middleware(GatewayMiddleware, log_format=log_format, on_complete=accounting.complete)
     return app
