@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.ledger import UsageLedger, UsageRecord
 from gateway.metrics import Metrics
-from gateway.service import Served
+from gateway.service import RequestTrace, Served
 
 __all__ = ["ACCOUNTED_PATHS", "Accounting"]
 
@@ -32,8 +32,16 @@ class Accounting:
         if path not in ACCOUNTED_PATHS:
             return
         served: Served | None = state.get("served")
+        trace: RequestTrace | None = state.get("trace")
         alias = state.get("alias") or "-"
-        deployment = served.deployment if served is not None else None
+        if served is not None:
+            deployment: str | None = served.deployment
+            providers, attempts = served.providers, served.attempts
+        elif trace is not None and trace.attempts:
+            deployment = ",".join(trace.deployments)
+            providers, attempts = trace.providers, trace.attempts
+        else:
+            deployment, providers, attempts = None, [], 0
         tokens = served.prompt_tokens if served is not None else 0
         cost = served.cost_usd if served is not None else None
         if self.metrics is not None:
@@ -49,7 +57,7 @@ class Accounting:
             key_id=state.get("key_id"),
             alias=alias,
             deployment=deployment,
-            provider=",".join(dict.fromkeys(served.providers)) if served is not None else None,
+            provider=",".join(dict.fromkeys(providers)) or None,
             upstream_model=",".join(dict.fromkeys(served.upstream_models)) if served is not None else None,
             inputs=served.inputs if served is not None else int(state.get("inputs", 0)),
             prompt_tokens=tokens,
@@ -57,7 +65,7 @@ class Accounting:
             cost=cost,
             status=status,
             latency_ms=latency_ms,
-            attempts=served.attempts if served is not None else 0,
+            attempts=attempts,
             user=state.get("user"),
             metadata=state.get("metadata") or {},
         )

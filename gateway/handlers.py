@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -20,12 +20,13 @@ from gateway.schema import (
     parse_contextualized_request,
     parse_embeddings_request,
 )
-from gateway.service import EmbeddingService, Served
+from gateway.service import EmbeddingService, RequestTrace, Served
 from providers.wire import estimate_tokens
 
 __all__ = ["ApiHandlers", "json_response"]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+ParsedT = TypeVar("ParsedT", EmbeddingsRequest, ContextualizedRequest)
 
 
 def json_response(content: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,34 +63,40 @@ class ApiHandlers:
             request.state.key_id = key.id
         return key
 
-    def _admit(
-        self, request: Request, key: KeyConfig | None, parsed: EmbeddingsRequest | ContextualizedRequest, tokens: int
-    ) -> RateDecision:
+    async def _read(self, request: Request, parse: Callable[[Any], ParsedT]) -> ParsedT:
+        """The parsed body; what it says is put on ``request.state`` as soon as it is known,
+        so even a refused request is accounted under its alias, user and metadata."""
+        body = await read_json(request, limit=self.config.server.max_request_bytes)
         state = request.state
-        state.alias, state.user, state.metadata = parsed.model, parsed.user, parsed.metadata
-        return self.limiter.check(key, tokens)
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            state.alias = body["model"]
+        parsed = parse(body)
+        state.user, state.metadata = parsed.user, parsed.metadata
+        return parsed
 
     async def embeddings(self, request: Request) -> Response:
         key = self._authenticate(request)
-        parsed = parse_embeddings_request(await read_json(request, limit=self.config.server.max_request_bytes))
-        request.state.alias, request.state.inputs = parsed.model, len(parsed.inputs)
+        parsed = await self._read(request, parse_embeddings_request)
+        request.state.inputs = len(parsed.inputs)
         self.auth.authorize(key, parsed.model)
         tokens = 0
         if key is not None and key.tpm is not None:
             counts, _ = await self.service.count_tokens(self.service.resolve(parsed.model), parsed.inputs)
             tokens = sum(counts)
-        decision = self._admit(request, key, parsed, tokens)
-        served = await self.service.embed(parsed, request_id=request.state.request_id)
+        decision = self.limiter.check(key, tokens)
+        request.state.trace = trace = RequestTrace()
+        served = await self.service.embed(parsed, request_id=request.state.request_id, trace=trace)
         return self._answer(request, key, served, tokens, decision, _flat(served))
 
     async def contextualized(self, request: Request) -> Response:
         key = self._authenticate(request)
-        parsed = parse_contextualized_request(await read_json(request, limit=self.config.server.max_request_bytes))
-        request.state.alias, request.state.inputs = parsed.model, sum(len(d) for d in parsed.documents)
+        parsed = await self._read(request, parse_contextualized_request)
+        request.state.inputs = sum(len(d) for d in parsed.documents)
         self.auth.authorize(key, parsed.model)
         tokens = sum(estimate_tokens(chunk) for doc in parsed.documents for chunk in doc)
-        decision = self._admit(request, key, parsed, tokens if key is not None and key.tpm is not None else 0)
-        served = await self.service.embed_contextualized(parsed, request_id=request.state.request_id)
+        decision = self.limiter.check(key, tokens if key is not None and key.tpm is not None else 0)
+        request.state.trace = trace = RequestTrace()
+        served = await self.service.embed_contextualized(parsed, request_id=request.state.request_id, trace=trace)
         return self._answer(request, key, served, tokens, decision, _nested(served))
 
     def _answer(

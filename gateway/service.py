@@ -32,7 +32,7 @@ from providers.base import (
 )
 from providers.wire import estimate_tokens
 
-__all__ = ["EmbeddingService", "Served"]
+__all__ = ["EmbeddingService", "RequestTrace", "Served"]
 
 #: Batches of one request sent to backends at the same time.
 BATCH_CONCURRENCY = 4
@@ -41,6 +41,21 @@ _INLINE_COUNT = 16
 _INDEX = re.compile(r"input\[(\d+)\]")
 
 Call = Callable[[Provider, Sequence[Any], EmbedOptions], Awaitable[EmbeddingResult]]
+
+
+@dataclass
+class RequestTrace:
+    """What a request went through so far, kept even when it fails (for the usage ledger)."""
+
+    attempts: int = 0
+    deployments: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+
+    def tried(self, deployment: DeploymentRuntime) -> None:
+        self.attempts += 1
+        if deployment.name not in self.deployments:
+            self.deployments.append(deployment.name)
+            self.providers.append(deployment.config.provider)
 
 
 @dataclass(kw_only=True)
@@ -105,7 +120,9 @@ class EmbeddingService:
             return counts, False
         return [estimate_tokens(item) for item in inputs], True
 
-    async def embed(self, request: EmbeddingsRequest, *, request_id: str | None = None) -> Served:
+    async def embed(
+        self, request: EmbeddingsRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
+    ) -> Served:
         alias = self.resolve(request.model)
         inputs = request.inputs
         if alias.max_inputs is not None:
@@ -125,10 +142,10 @@ class EmbeddingService:
         async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
             return await provider.embed(chunk, options)
 
-        return await self._serve(alias, inputs, batches, call, request, width, request_id)
+        return await self._serve(alias, inputs, batches, call, request, width, request_id, trace or RequestTrace())
 
     async def embed_contextualized(
-        self, request: ContextualizedRequest, *, request_id: str | None = None
+        self, request: ContextualizedRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
     ) -> Served:
         alias = self.resolve(request.model)
         if not all(d.capabilities.contextualized for d in alias.deployments):
@@ -162,7 +179,7 @@ class EmbeddingService:
         async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
             return await provider.embed_contextualized(chunk, options)
 
-        served = await self._serve(alias, documents, batches, call, request, width, request_id)
+        served = await self._serve(alias, documents, batches, call, request, width, request_id, trace or RequestTrace())
         served.groups = chunk_counts
         return served
 
@@ -181,6 +198,7 @@ class EmbeddingService:
         request: EmbeddingsRequest | ContextualizedRequest,
         width: int,
         request_id: str | None,
+        trace: RequestTrace,
     ) -> Served:
         target = _native_encoding(request.encoding_format)
         served_by: list[tuple[DeploymentRuntime, int, int]] = []
@@ -191,6 +209,7 @@ class EmbeddingService:
             chunk = items[batch.start : batch.stop]
 
             async def attempt(deployment: DeploymentRuntime) -> EmbeddingResult:
+                trace.tried(deployment)
                 options = _options(deployment, request, target, request_id)
                 result = await call(deployment.provider, chunk, options)
                 expected = sum(len(doc) for doc in chunk) if isinstance(request, ContextualizedRequest) else len(chunk)

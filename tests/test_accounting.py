@@ -157,7 +157,7 @@ def test_refused_requests_are_recorded_with_their_status(gateway: Gateway) -> No
         no_key: dict(status=401, key_id=None, alias="-", inputs=0),
         bad_key: dict(status=401, key_id=None, alias="-", inputs=0),
         denied: dict(status=403, key_id="app-2", alias="pplx", inputs=2),
-        bad_input: dict(status=400, key_id="app-1", alias="-", inputs=0),  # refused while parsing: no alias yet
+        bad_input: dict(status=400, key_id="app-1", alias="mini", inputs=0),  # refused while parsing, alias known
         bad_dims: dict(status=400, key_id="app-1", alias="mini", inputs=1),
         unknown: dict(status=404, key_id="app-1", alias="nope", inputs=1),
         throttled: dict(status=429, key_id="tiny", alias="mini", inputs=1, user="u-9", metadata={"team": "t"}),
@@ -165,6 +165,17 @@ def test_refused_requests_are_recorded_with_their_status(gateway: Gateway) -> No
     for request_id, fields in expected.items():
         row = rows[request_id]
         assert {name: row[name] for name in {**refused, **fields}} == {**refused, **fields}, request_id
+
+
+def test_a_failed_upstream_call_is_recorded_with_what_was_tried(gateway: Gateway, upstreams: Any) -> None:
+    oai, _ = upstreams
+    oai.app.faults.add("status", status=500)
+    failed = rid("failed")
+    response = gateway.embed({"model": "oai", "input": "a", "metadata": {"team": "t"}}, request_id=failed)
+    assert response.status_code == 502
+    row = gateway.rows([failed])[failed]
+    assert (row["status"], row["deployment"], row["provider"], row["attempts"]) == (502, "oai", "openai", 1)
+    assert (row["prompt_tokens"], row["cost"], row["metadata"]) == (0, None, {"team": "t"})
 
 
 def test_the_ledger_holds_key_ids_never_keys(gateway: Gateway) -> None:
