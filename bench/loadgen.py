@@ -10,7 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["LoadResult", "drive"]
+__all__ = ["LoadResult", "drive", "post_each"]
 
 
 @dataclass
@@ -59,6 +59,19 @@ def _request_bytes(host: str, port: int, path: str, body: bytes, headers: dict[s
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes, result: LoadResult
+) -> None:
+    sent = time.perf_counter()
+    writer.write(raw)
+    status = await _read_response(reader)
+    result.latencies.append(time.perf_counter() - sent)
+    result.statuses[status] = result.statuses.get(status, 0) + 1
+    result.requests += 1
+    if status != 200:
+        result.errors += 1
+
+
 async def drive(
     url: str, body: bytes, *, concurrency: int, seconds: float, headers: dict[str, str] | None = None,
     warmup: int = 20,
@@ -80,14 +93,7 @@ async def drive(
                 await _read_response(reader)
             await ready.wait()
             while time.perf_counter() < stop_at:
-                sent = time.perf_counter()
-                writer.write(raw)
-                status = await _read_response(reader)
-                result.latencies.append(time.perf_counter() - sent)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                result.requests += 1
-                if status != 200:
-                    result.errors += 1
+                await _exchange(reader, writer, raw, result)
         finally:
             writer.close()
 
@@ -117,15 +123,7 @@ async def post_each(url: str, bodies: list[bytes], *, concurrency: int) -> LoadR
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while not queue.empty():
-                raw = queue.get_nowait()
-                sent = time.perf_counter()
-                writer.write(raw)
-                status = await _read_response(reader)
-                result.latencies.append(time.perf_counter() - sent)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                result.requests += 1
-                if status != 200:
-                    result.errors += 1
+                await _exchange(reader, writer, queue.get_nowait(), result)
         finally:
             writer.close()
 

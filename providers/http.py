@@ -52,6 +52,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from providers.base import (
+    DeploymentSpec,
     InvalidInput,
     ProviderError,
     ProviderOverloaded,
@@ -298,6 +299,22 @@ class UpstreamClient:
         # Our own count of connections in use: it tells "every connection busy" apart from
         # a slow upstream whatever the transport (aiohttp reports both as a connect timeout).
         self._slots = asyncio.Semaphore(max_connections)
+
+    @classmethod
+    def for_spec(
+        cls, spec: DeploymentSpec, *, default_base_url: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> UpstreamClient:
+        """The client of a deployment, from its settings."""
+        return cls(
+            deployment=spec.name,
+            base_url=spec.base_url or default_base_url,
+            api_key=spec.api_key,
+            headers=spec.headers,
+            timeout_s=spec.timeout_s,
+            connect_timeout_s=spec.connect_timeout_s,
+            max_connections=spec.options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+            transport=transport,
+        )
 
     def _build_headers(self, api_key: str | None, extra: Mapping[str, str]) -> httpx.Headers:
         """Case-insensitive, so a configured ``Authorization`` replaces ours instead of doubling it."""

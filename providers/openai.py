@@ -48,7 +48,6 @@ from providers.base import (
     InvalidInput,
 )
 from providers.http import (
-    DEFAULT_MAX_CONNECTIONS,
     UpstreamClient,
     check_bool,
     check_positive_int,
@@ -116,16 +115,7 @@ class OpenAIProvider:
         self._range = (int(span[0]), int(span[1])) if span is not None else None
         default_native = self.model.startswith("text-embedding-3") or self._range is not None
         self._native = bool(options.get("native_dimensions", default_native))
-        self._upstream = UpstreamClient(
-            deployment=spec.name,
-            base_url=spec.base_url or DEFAULT_BASE_URL,
-            api_key=spec.api_key,
-            headers=spec.headers,
-            timeout_s=spec.timeout_s,
-            connect_timeout_s=spec.connect_timeout_s,
-            max_connections=options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-            transport=transport,
-        )
+        self._upstream = UpstreamClient.for_spec(spec, default_base_url=DEFAULT_BASE_URL, transport=transport)
         self._capabilities = self._declare()
 
     def __repr__(self) -> str:

@@ -41,7 +41,6 @@ from providers.base import (
     NativeEncoding,
 )
 from providers.http import (
-    DEFAULT_MAX_CONNECTIONS,
     UpstreamClient,
     check_positive_int,
     check_url,
@@ -89,16 +88,7 @@ class PerplexityProvider:
         width = MODEL_DIMENSIONS.get(self.model) or (declared if is_whole(declared) else 0)
         self.dimensions: int = width
         self.contextualized = is_contextualized(self.model)
-        self._upstream = UpstreamClient(
-            deployment=spec.name,
-            base_url=spec.base_url or DEFAULT_BASE_URL,
-            api_key=spec.api_key,
-            headers=spec.headers,
-            timeout_s=spec.timeout_s,
-            connect_timeout_s=spec.connect_timeout_s,
-            max_connections=spec.options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-            transport=transport,
-        )
+        self._upstream = UpstreamClient.for_spec(spec, default_base_url=DEFAULT_BASE_URL, transport=transport)
         self._capabilities = Capabilities(
             dimensions=width,
             max_inputs=MAX_DOCUMENTS if self.contextualized else MAX_INPUTS,

@@ -115,3 +115,11 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "models.m.model" in result.stderr
+
+
+def test_the_console_script_is_installed() -> None:
+    """The README's first command runs `embedding-gateway`, not `python -m gateway`."""
+    script = Path(sys.executable).with_name("embedding-gateway")
+    assert script.exists(), f"{script} is missing: is the package installed (pip install -e .)?"
+    result = subprocess.run([str(script), "check-config", str(ROOT / "config.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
