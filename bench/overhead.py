@@ -7,7 +7,10 @@ load, alternating them: concurrency 1 and 32; one short text per request and 32 
 request; the client asks for ``float``. With ``--accounting`` it also runs a second gateway
 with the usage ledger and metrics off and prints the ratio between the two.
 
-    python bench/overhead.py [--seconds 3] [--rounds 2] [--accounting]
+    python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting]
+
+Each figure is the median over rounds of a ratio (or difference) measured within one round,
+where the targets ran back to back: on a shared machine the speed drifts between rounds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -71,8 +75,8 @@ def merge(results: list[LoadResult]) -> LoadResult:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--accounting", action="store_true", help="also compare ledger+metrics on and off")
     args = parser.parse_args()
 
@@ -111,15 +115,21 @@ def main() -> None:
                 print(f"  {name:22s} {summary(merged[(label, name, concurrency)])}")
     ratios = []
     for label in PAYLOADS:
-        direct = percentile(merged[(label, "direct", 1)].latencies, 50)
-        gateway_p50 = percentile(merged[(label, "gateway", 1)].latencies, 50)
-        added = (gateway_p50 - direct) * 1000
-        ratio = merged[(label, "gateway", 32)].rate / merged[(label, "passthrough", 32)].rate
+        def per_round(numerator: str, denominator: str, concurrency: int) -> float:
+            """Median over rounds of the ratio measured within each round (side by side)."""
+            pairs = zip(results[(label, numerator, concurrency)], results[(label, denominator, concurrency)])
+            return statistics.median(a.rate / b.rate for a, b in pairs)
+
+        added = statistics.median(
+            (percentile(g.latencies, 50) - percentile(d.latencies, 50)) * 1000
+            for g, d in zip(results[(label, "gateway", 1)], results[(label, "direct", 1)])
+        )
+        ratio = per_round("gateway", "passthrough", 32)
         print(f"\n{label}: gateway adds {added:.2f} ms p50 over direct at concurrency 1; "
-              f"gateway/passthrough at concurrency 32 = {ratio:.2f}")
+              f"gateway/passthrough at concurrency 32 = {ratio:.2f} (medians of {args.rounds} rounds)")
         ratios.append(f"gateway/passthrough ({label}) = {ratio:.2f}")
         if args.accounting:
-            on_off = merged[(label, "gateway", 32)].rate / merged[(label, "gateway-no-accounting", 32)].rate
+            on_off = per_round("gateway", "gateway-no-accounting", 32)
             ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")
     print("\n" + "   ".join(ratios))
 
