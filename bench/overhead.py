@@ -7,7 +7,7 @@ load, alternating them: concurrency 1 and 32; one short text per request and 32 
 request; the client asks for ``float``. With ``--accounting`` it also runs a second gateway
 with the usage ledger and metrics off and prints the ratio between the two.
 
-    python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting]
+    python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough]
 
 Each figure is the median over rounds of a ratio (or difference) measured within one round,
 where the targets ran back to back: on a shared machine the speed drifts between rounds.
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--accounting", action="store_true", help="also compare ledger+metrics on and off")
+    parser.add_argument("--client-passthrough", action="store_true",
+                        help="also a pass-through that sends through httpx.AsyncClient (the usual httpx way)")
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -88,6 +90,11 @@ def main() -> None:
             [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", upstream]
         ))
         targets["passthrough"] = f"{proxy}/v1/embeddings"
+        if args.client_passthrough:
+            client_proxy = stack.enter_context(listening_process(
+                [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", upstream, "--via-client"]
+            ))
+            targets["passthrough-asyncclient"] = f"{client_proxy}/v1/embeddings"
         gateway = stack.enter_context(gateway_process(
             gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True)
         ))
@@ -128,6 +135,9 @@ def main() -> None:
         print(f"\n{label}: gateway adds {added:.2f} ms p50 over direct at concurrency 1; "
               f"gateway/passthrough at concurrency 32 = {ratio:.2f} (medians of {args.rounds} rounds)")
         ratios.append(f"gateway/passthrough ({label}) = {ratio:.2f}")
+        if args.client_passthrough:
+            against_client = per_round("gateway", "passthrough-asyncclient", 32)
+            ratios.append(f"gateway/passthrough-asyncclient ({label}) = {against_client:.2f}")
         if args.accounting:
             on_off = per_round("gateway", "gateway-no-accounting", 32)
             ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")

@@ -17,8 +17,11 @@ import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
 
-def make_app(upstream: str) -> Any:
+def make_app(upstream: str, *, via_client: bool = False) -> Any:
+    """``via_client``: send through an ``httpx.AsyncClient`` (over the same aiohttp pool)
+    instead of handing requests to the transport as the gateway's providers do."""
     transport = AiohttpTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    client = httpx.AsyncClient(transport=transport, timeout=30)
     url = httpx.URL(upstream + "/v1/embeddings")
     headers = httpx.Headers({"content-type": "application/json"})
     timeouts = {"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 30.0}
@@ -32,9 +35,12 @@ def make_app(upstream: str) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
-        response = await transport.handle_async_request(request)
-        await response.aread()
+        if via_client:
+            response = await client.post(url, headers=headers, content=body)
+        else:
+            request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
+            response = await transport.handle_async_request(request)
+            await response.aread()
         await send({
             "type": "http.response.start",
             "status": response.status_code,
@@ -49,11 +55,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--via-client", action="store_true", help="send through an httpx.AsyncClient")
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
-    server = uvicorn.Server(uvicorn.Config(make_app(args.upstream), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(make_app(args.upstream, via_client=args.via_client), log_level="warning", lifespan="off"))
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -350,6 +350,9 @@ class UpstreamClient:
         return url
 
     async def _acquire_slot(self, wait_s: float) -> None:
+        if not self._slots.locked():  # a free connection: no timer needed
+            await self._slots.acquire()
+            return
         try:
             async with asyncio.timeout(wait_s):
                 await self._slots.acquire()
