@@ -17,7 +17,7 @@ import orjson
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 
-__all__ = ["main"]
+__all__ = ["exposure_warning", "main"]
 
 logger = logging.getLogger("gateway")
 
@@ -73,6 +73,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(config: GatewayConfig, host: str) -> str | None:
+    """The loud warning for an open gateway (no auth section) bound beyond loopback."""
+    if config.auth is not None or _is_loopback(host):
+        return None
+    return (
+        f"NO AUTH: serving on {host} without an auth section; anyone who can reach this "
+        "address can use every model. Add auth.keys to the config."
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -84,11 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    if config.auth is None and not _is_loopback(host):
-        logger.warning(
-            "NO AUTH: serving on %s without an auth section; anyone who can reach this "
-            "address can use every model. Add auth.keys to the config.", host,
-        )
+    warning = exposure_warning(config, host)
+    if warning is not None:
+        logger.warning(warning)
     app = create_app(config, log_format=args.log_format)
     server = uvicorn.Server(uvicorn.Config(
         app,

@@ -123,3 +123,17 @@ def test_the_console_script_is_installed() -> None:
     assert script.exists(), f"{script} is missing: is the package installed (pip install -e .)?"
     result = subprocess.run([str(script), "check-config", str(ROOT / "config.yaml")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_open_gateway_beyond_loopback_is_warned_about() -> None:
+    from gateway.cli import exposure_warning
+    from gateway.config import parse_config
+
+    models = {"m": {"provider": "onnx", "model": "all-MiniLM-L6-v2"}}
+    open_config = parse_config({"models": models}, {})
+    closed = parse_config({"models": models, "auth": {"keys": [{"id": "a", "key": "k"}]}}, {})
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert exposure_warning(open_config, host) is None
+    warning = exposure_warning(open_config, "0.0.0.0")
+    assert warning is not None and "NO AUTH" in warning and "0.0.0.0" in warning
+    assert exposure_warning(closed, "0.0.0.0") is None

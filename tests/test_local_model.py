@@ -121,6 +121,8 @@ def test_models_health_ready(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    detail = ready.json()["deployments"]["mini"]
+    assert detail == {"alias": "mini", "provider": "onnx", "ready": True, "circuit": "closed"}
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     assert {"/v1/embeddings", "/v1/models", "/healthz", "/readyz"} <= set(spec["paths"])
