@@ -97,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(config, host)
     if warning is not None:
         logger.warning(warning)
-    app = create_app(config, log_format=args.log_format)
+    app = create_app(config, log_format=args.log_format, tune_gc=True)
     server = uvicorn.Server(uvicorn.Config(
         app,
         host=host,
