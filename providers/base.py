@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
-import numpy as np
 import numpy.typing as npt
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "EmbedOptions",
     "DeploymentSpec",
     "ProviderClass",
-    "as_float32",
 ]
 
 NativeEncoding = Literal["float", "int8", "binary"]
@@ -196,9 +194,6 @@ class Provider(Protocol):
 
     async def aclose(self) -> None: ...
 
-
-def as_float32(matrix: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
 @dataclass(frozen=True, kw_only=True)
