@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
-import re
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -32,34 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench.harness import ROOT, gateway_process, percentile  # noqa: E402
+from bench.harness import fake_openai_upstream, gateway_process, percentile  # noqa: E402
 from fakes.vectors import fake_vector  # noqa: E402
 
 DIMS = 384
 MODEL = "fake-minilm"
 WORDS = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river stone cloud".split()
-
-
-@contextlib.contextmanager
-def fake_upstream() -> Iterator[str]:
-    """A fake OpenAI-style upstream in a subprocess; yields its base URL."""
-    command = [sys.executable, "-m", "fakes.openai_upstream", "--port", "0", "--dims", str(DIMS)]
-    process = subprocess.Popen(
-        command, cwd=ROOT / "tests", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        found = re.search(r"listening on (http://\S+)", line)
-        if not found:
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
-        yield found.group(1)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @dataclass
@@ -163,7 +138,7 @@ def main() -> None:
     parser.add_argument("--fail-rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    with fake_upstream() as primary, fake_upstream() as secondary:
+    with fake_openai_upstream(DIMS, model=MODEL) as primary, fake_openai_upstream(DIMS, model=MODEL) as secondary:
         faults = httpx.post(f"{primary}/_fake/faults", json={"fail_rate": args.fail_rate, "seed": args.seed})
         faults.raise_for_status()
         with gateway_process(config(primary, secondary)) as base:

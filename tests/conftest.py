@@ -8,9 +8,11 @@ from typing import Any, Iterator
 
 import httpx
 import numpy as np
+import openai
 import pytest
 
 from fakes.server import run_in_thread
+from upstream_support import Stack
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 
@@ -58,3 +60,27 @@ def client(local_gateway: str) -> Iterator[httpx.Client]:
 def cosine(a: Any, b: Any) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# Fixtures of the upstream test modules (tests/test_upstream_*.py), each of which
+# defines its own module-scoped ``stack`` (see upstream_support.py).
+
+
+@pytest.fixture()
+def gw(stack: Stack) -> Iterator[Stack]:
+    """The module's stack with the fakes' faults and logs reset around this test."""
+    stack.reset()
+    yield stack
+    stack.reset()
+
+
+@pytest.fixture(scope="module")
+def sdk(stack: Stack) -> Iterator[openai.OpenAI]:
+    with stack.sdk() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.http() as client:
+        yield client

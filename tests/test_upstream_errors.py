@@ -62,19 +62,6 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture()
-def gw(stack: Stack) -> Iterator[Stack]:
-    stack.reset()
-    yield stack
-    stack.reset()
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.http() as client:
-        yield client
-
-
 def _post(http: httpx.Client, alias: str, **body: Any) -> httpx.Response:
     path = CTX if "ctx" in alias else EMB
     default_input: Any = [["chunk one", "chunk two"], ["other doc"]] if "ctx" in alias else ["hello world", "second"]

@@ -70,24 +70,6 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture()
-def gw(stack: Stack) -> Iterator[Stack]:
-    stack.reset()
-    yield stack
-
-
-@pytest.fixture(scope="module")
-def sdk(stack: Stack) -> Iterator[openai.OpenAI]:
-    with stack.sdk() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.http() as client:
-        yield client
-
-
 def _embed(
     sdk: openai.OpenAI, http: httpx.Client, alias: str, value: Any, encoding: str, dims: int | None
 ) -> tuple[list[Any], dict[str, Any], Mapping[str, str]]:

@@ -62,24 +62,6 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture()
-def gw(stack: Stack) -> Iterator[Stack]:
-    stack.reset()
-    yield stack
-
-
-@pytest.fixture(scope="module")
-def sdk(stack: Stack) -> Iterator[openai.OpenAI]:
-    with stack.sdk() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.http() as client:
-        yield client
-
-
 def _cost(tokens: int, price: float = PPLX_PRICE) -> float:
     return round(tokens * price / 1e6, 12)
 

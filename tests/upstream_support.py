@@ -193,3 +193,4 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     error: dict[str, Any] = body["error"]
     assert {"message", "type", "param", "code"} <= set(error)
     return error
+
