@@ -38,7 +38,9 @@ def make_app(upstream: str, *, via_client: bool = False) -> Any:
         if via_client:
             response = await client.post(url, headers=headers, content=body)
         else:
-            request = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
+            request = httpx.Request("POST", url, headers=httpx.Headers(headers), stream=httpx.ByteStream(body),
+                                    extensions={"timeout": timeouts})
+            request.read()
             response = await transport.handle_async_request(request)
             await response.aread()
         await send({

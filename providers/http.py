@@ -31,7 +31,7 @@ from providers.upstream_errors import (
     error_for_status,
     parse_retry_after,
     secret_header_values,
-    translate_transport_errors,
+    transport_error,
     upstream_message,
 )
 
@@ -45,7 +45,7 @@ __all__ = [
     "error_for_status",
     "is_whole",
     "parse_retry_after",
-    "translate_transport_errors",
+    "transport_error",
     "upstream_message",
 ]
 
@@ -167,27 +167,29 @@ class UpstreamClient:
             content = orjson.dumps(body)
         except orjson.JSONEncodeError as exc:
             raise InvalidInput(f"the request cannot be sent upstream as JSON: {exc}") from exc
-        headers = self._headers.copy()
+        # ``Headers(other)`` copies a list; ``stream=`` with ``read()`` skips httpx's body
+        # encoding and its header rebuilds (aiohttp sets Host and Content-Length itself).
+        headers = httpx.Headers(self._headers)
         # The id comes from the client: forward it only when it cannot break the request.
         if request_id and request_id.isascii() and request_id.isprintable():
             headers["x-request-id"] = request_id
         wait_s = timeout_s or self.timeout_s
         timeouts = {"connect": self.connect_timeout_s, "read": wait_s, "write": wait_s, "pool": wait_s}
-        request = httpx.Request("POST", self._url(path), headers=headers, content=content,
+        request = httpx.Request("POST", self._url(path), headers=headers, stream=httpx.ByteStream(content),
                                 extensions={"timeout": timeouts})
+        request.read()
         await self._acquire_slot(wait_s)
         try:
-            with translate_transport_errors(
-                deployment=self.deployment,
-                redact=self.redact,
-                timeout_s=wait_s,
+            response = await transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise transport_error(
+                exc, deployment=self.deployment, redact=self.redact, timeout_s=wait_s,
                 max_connections=self.max_connections,
-            ):
-                response = await transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+            ) from exc
         finally:
             self._slots.release()
         if not 200 <= response.status_code < 300:

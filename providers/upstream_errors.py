@@ -31,8 +31,7 @@ HTTP date).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -59,7 +58,7 @@ __all__ = [
     "error_for_status",
     "parse_retry_after",
     "secret_header_values",
-    "translate_transport_errors",
+    "transport_error",
     "upstream_message",
 ]
 
@@ -202,44 +201,41 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
     return UpstreamResponseError(f"{where} answered HTTP {status}: {message}", status=status)
 
 
-def _raise_for_aiohttp_cause(exc: httpx.HTTPError, *, where: str, timeout_s: float) -> None:
+def _aiohttp_cause_error(exc: httpx.HTTPError, *, where: str, timeout_s: float) -> ProviderError | None:
     """The aiohttp transport maps its errors to httpx's coarsely (a server that hung up
     becomes ``ConnectTimeout``); the aiohttp error it chains tells what really happened."""
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientConnectorError):
-        raise UpstreamUnreachable(f"could not connect to {where}") from exc
+        return UpstreamUnreachable(f"could not connect to {where}")
     if isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError)):
-        raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
+        return ProviderTimeout(f"{where} did not answer within {timeout_s:g} s")
     if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-        raise UpstreamConnectionError(f"the connection to {where} broke ({type(cause).__name__})") from exc
+        return UpstreamConnectionError(f"the connection to {where} broke ({type(cause).__name__})")
+    return None
 
 
-@contextmanager
-def translate_transport_errors(
-    *, deployment: str, redact: Redactor, timeout_s: float, max_connections: int
-) -> Iterator[None]:
-    """Turn httpx exceptions raised inside the block into provider exceptions."""
+def transport_error(
+    exc: httpx.HTTPError, *, deployment: str, redact: Redactor, timeout_s: float, max_connections: int
+) -> ProviderError:
+    """The provider exception for an httpx exception raised while talking to an upstream
+    (raise it ``from exc``)."""
     where = f"the upstream of deployment {deployment!r}"
-    try:
-        yield
-    except httpx.HTTPError as exc:
-        _raise_for_aiohttp_cause(exc, where=where, timeout_s=timeout_s)
-        if isinstance(exc, httpx.PoolTimeout):
-            raise ProviderOverloaded(
-                f"all {max_connections} connections of deployment {deployment!r} stayed busy "
-                f"for {timeout_s:g} s"
-            ) from exc
-        if isinstance(exc, httpx.ConnectTimeout):
-            raise ProviderTimeout(f"could not connect to {where} in time") from exc
-        if isinstance(exc, httpx.TimeoutException):
-            raise ProviderTimeout(f"{where} did not answer within {timeout_s:g} s") from exc
-        if isinstance(exc, httpx.DecodingError):
-            raise UpstreamResponseError(f"{where} sent a body that could not be decoded") from exc
-        if isinstance(exc, httpx.ConnectError):
-            raise UpstreamUnreachable(f"could not connect to {where}: {_clip(redact(str(exc)) or 'refused')}") from exc
-        if isinstance(exc, httpx.InvalidURL):
-            raise ProviderError(f"deployment {deployment!r} has an invalid base_url: {redact(str(exc))}") from exc
-        detail = redact(str(exc)) or "no detail"
-        raise UpstreamConnectionError(
-            f"the connection to {where} failed ({type(exc).__name__}: {_clip(detail)})"
-        ) from exc
+    refined = _aiohttp_cause_error(exc, where=where, timeout_s=timeout_s)
+    if refined is not None:
+        return refined
+    if isinstance(exc, httpx.PoolTimeout):
+        return ProviderOverloaded(
+            f"all {max_connections} connections of deployment {deployment!r} stayed busy for {timeout_s:g} s"
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ProviderTimeout(f"could not connect to {where} in time")
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(f"{where} did not answer within {timeout_s:g} s")
+    if isinstance(exc, httpx.DecodingError):
+        return UpstreamResponseError(f"{where} sent a body that could not be decoded")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamUnreachable(f"could not connect to {where}: {_clip(redact(str(exc)) or 'refused')}")
+    if isinstance(exc, httpx.InvalidURL):
+        return ProviderError(f"deployment {deployment!r} has an invalid base_url: {redact(str(exc))}")
+    detail = redact(str(exc)) or "no detail"
+    return UpstreamConnectionError(f"the connection to {where} failed ({type(exc).__name__}: {_clip(detail)})")
