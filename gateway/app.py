@@ -5,20 +5,20 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from gateway.accounting import Accounting
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.handlers import ApiHandlers
-from gateway.hotpath import HotRoutes
 from gateway.ledger import UsageLedger
 from gateway.metrics import Metrics
 from gateway.middleware import GatewayMiddleware
@@ -30,9 +30,24 @@ from gateway.service import EmbeddingService
 from providers.base import ProviderError
 from providers.microbatch import MicroBatcher
 
-__all__ = ["create_app"]
+__all__ = ["GatewayApp", "create_app"]
 
 logger = logging.getLogger("gateway")
+
+
+class GatewayApp(Starlette):
+    """Starlette with the gateway's layer outermost, outside Starlette's own error layer.
+
+    The gateway layer answers every error itself, and serves the hot API routes without
+    the Starlette layers at all (:mod:`gateway.call` says why).
+    """
+
+    def __init__(self, *, outermost: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._outermost = outermost
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._outermost(super().build_middleware_stack())
 
 
 def _request_id(request: Request) -> str | None:
@@ -79,7 +94,7 @@ def _tune_gc() -> None:
 
 def create_app(
     config: GatewayConfig, *, runtime: Runtime | None = None, log_format: str = "text", tune_gc: bool = False
-) -> Starlette:
+) -> GatewayApp:
     """An ASGI app serving ``config``; its lifespan loads the models and opens the ledger.
 
     ``tune_gc`` adjusts the process's garbage collector once the models are loaded (for
@@ -119,9 +134,9 @@ def create_app(
             logger.info("gateway stopped cleanly")
 
     routes = [
-        Route("/v1/embeddings", api.embeddings, methods=["POST"]),
-        Route("/embeddings", api.embeddings, methods=["POST"]),
-        Route("/v1/contextualizedembeddings", api.contextualized, methods=["POST"]),
+        Route("/v1/embeddings", api.embeddings_route, methods=["POST"]),
+        Route("/embeddings", api.embeddings_route, methods=["POST"]),
+        Route("/v1/contextualizedembeddings", api.contextualized_route, methods=["POST"]),
         Route("/v1/models", api.models, methods=["GET"]),
         Route("/v1/usage", ops.usage, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
@@ -130,7 +145,19 @@ def create_app(
     ]
     if metrics is not None:
         routes.append(Route("/metrics", ops.metrics_text, methods=["GET"]))
-    app = Starlette(
+    hot_routes = {
+        ("POST", "/v1/embeddings"): api.embeddings,
+        ("POST", "/embeddings"): api.embeddings,
+        ("POST", "/v1/contextualizedembeddings"): api.contextualized,
+    }
+
+    def outermost(inner: ASGIApp) -> ASGIApp:
+        return GatewayMiddleware(
+            inner, log_format=log_format, on_complete=accounting.complete, hot_routes=hot_routes
+        )
+
+    app = GatewayApp(
+        outermost=outermost,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -143,11 +170,4 @@ def create_app(
     app.state.api = api
     app.state.metrics = metrics
     app.state.ledger = ledger
-    # The last added is the outermost: GatewayMiddleware sees every request, HotRoutes inside it.
-    app.add_middleware(HotRoutes, routes={
-        ("POST", "/v1/embeddings"): api.embeddings,
-        ("POST", "/embeddings"): api.embeddings,
-        ("POST", "/v1/contextualizedembeddings"): api.contextualized,
-    })
-    app.add_middleware(GatewayMiddleware, log_format=log_format, on_complete=accounting.complete)
     return app

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 
+from gateway.call import ApiCall
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["read_json"]
@@ -18,18 +19,18 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than this gateway's limit of {limit} bytes")
 
 
-async def read_json(request: Request, *, limit: int) -> Any:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+async def read_json(call: ApiCall, *, limit: int) -> Any:
+    content_type = (call.header(b"content-type") or "application/json").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not {content_type!r}"
         )
-    declared = request.headers.get("content-length")
+    declared = call.header(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    receive = request.receive
+    receive = call.receive
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

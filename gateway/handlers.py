@@ -1,4 +1,8 @@
-"""Route handlers of the public API: embeddings, contextualized embeddings, models."""
+"""Route handlers of the public API: embeddings, contextualized embeddings, models.
+
+The two embeddings handlers take an :class:`ApiCall` (the middleware dispatches them
+directly); ``models`` is an ordinary Starlette endpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.body import read_json
+from gateway.call import ApiCall
 from gateway.config import GatewayConfig, KeyConfig
 from gateway.ratelimit import RateDecision, RateLimiter
 from gateway.runtime import Runtime
@@ -68,66 +73,79 @@ class ApiHandlers:
         self.limiter = limiter
         self.started_at = int(time.time())
 
-    def _authenticate(self, request: Request) -> KeyConfig | None:
-        key = self.auth.authenticate(request.headers.get("authorization"))
+    def _authenticate(self, authorization: str | None, state: dict[str, Any]) -> KeyConfig | None:
+        key = self.auth.authenticate(authorization)
         if key is not None:
-            request.state.key_id = key.id
+            state["key_id"] = key.id
         return key
 
-    async def _read(self, request: Request, parse: Callable[[Any], ParsedT]) -> ParsedT:
-        """The parsed body; what it says is put on ``request.state`` as soon as it is known,
-        so even a refused request is accounted under its alias, user and metadata."""
-        body = await read_json(request, limit=self.config.server.max_request_bytes)
-        state = request.state
+    async def _read(self, call: ApiCall, parse: Callable[[Any], ParsedT]) -> ParsedT:
+        """The parsed body; what it says is put on the request's state as soon as it is
+        known, so even a refused request is accounted under its alias, user and metadata."""
+        body = await read_json(call, limit=self.config.server.max_request_bytes)
+        state = call.state
         if isinstance(body, dict) and isinstance(body.get("model"), str):
-            state.alias = body["model"]
+            state["alias"] = body["model"]
         parsed = parse(body)
-        state.user, state.metadata = parsed.user, parsed.metadata
+        state["user"], state["metadata"] = parsed.user, parsed.metadata
         return parsed
 
-    async def embeddings(self, request: Request) -> Response:
-        key = self._authenticate(request)
-        parsed = await self._read(request, parse_embeddings_request)
-        request.state.inputs = len(parsed.inputs)
+    async def embeddings(self, call: ApiCall) -> Response:
+        state = call.state
+        key = self._authenticate(call.header(b"authorization"), state)
+        parsed = await self._read(call, parse_embeddings_request)
+        state["inputs"] = len(parsed.inputs)
         self.auth.authorize(key, parsed.model)
         tokens = 0
         if key is not None and key.tpm is not None:
             counts, _ = await self.service.count_tokens(self.service.resolve(parsed.model), parsed.inputs)
             tokens = sum(counts)
         decision = self.limiter.check(key, tokens)
-        request.state.trace = trace = RequestTrace()
-        served = await self.service.embed(parsed, request_id=request.state.request_id, trace=trace)
-        return self._answer(request, key, served, tokens, decision, _flat(served))
+        state["trace"] = trace = RequestTrace()
+        served = await self.service.embed(parsed, request_id=state.get("request_id"), trace=trace)
+        return self._answer(state, key, served, tokens, decision, _flat(served))
 
-    async def contextualized(self, request: Request) -> Response:
-        key = self._authenticate(request)
-        parsed = await self._read(request, parse_contextualized_request)
-        request.state.inputs = sum(len(d) for d in parsed.documents)
+    async def contextualized(self, call: ApiCall) -> Response:
+        state = call.state
+        key = self._authenticate(call.header(b"authorization"), state)
+        parsed = await self._read(call, parse_contextualized_request)
+        state["inputs"] = sum(len(d) for d in parsed.documents)
         self.auth.authorize(key, parsed.model)
         tokens = sum(estimate_tokens(chunk) for doc in parsed.documents for chunk in doc)
         decision = self.limiter.check(key, tokens if key is not None and key.tpm is not None else 0)
-        request.state.trace = trace = RequestTrace()
-        served = await self.service.embed_contextualized(parsed, request_id=request.state.request_id, trace=trace)
-        return self._answer(request, key, served, tokens, decision, _nested(served))
+        state["trace"] = trace = RequestTrace()
+        served = await self.service.embed_contextualized(parsed, request_id=state.get("request_id"), trace=trace)
+        return self._answer(state, key, served, tokens, decision, _nested(served))
+
+    async def embeddings_route(self, request: Request) -> Response:
+        """``embeddings`` as a Starlette endpoint."""
+        return await self.embeddings(ApiCall.of(request))
+
+    async def contextualized_route(self, request: Request) -> Response:
+        """``contextualized`` as a Starlette endpoint."""
+        return await self.contextualized(ApiCall.of(request))
 
     def _answer(
         self,
-        request: Request,
+        state: dict[str, Any],
         key: KeyConfig | None,
         served: Served,
         charged: int,
         decision: RateDecision,
         data: list[dict[str, Any]],
     ) -> Response:
-        request.state.served = served
-        request.state.deployment = served.deployment
+        state["served"] = served
+        state["deployment"] = served.deployment
         if key is not None and key.tpm is not None:
             self.limiter.adjust_tokens(key, served.prompt_tokens - charged)
         content = {"object": "list", "data": data, "model": served.alias, "usage": served.usage()}
-        return json_response(content, headers={**served.headers(), **decision.headers})
+        headers = served.headers()
+        if decision.headers:
+            headers.update(decision.headers)
+        return json_response(content, headers=headers)
 
     async def models(self, request: Request) -> Response:
-        key = self._authenticate(request)
+        key = self._authenticate(request.headers.get("authorization"), request.scope.setdefault("state", {}))
         data = []
         for name, alias in self.runtime.aliases.items():
             if not self.auth.allows(key, name):

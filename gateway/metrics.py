@@ -92,7 +92,7 @@ class _Histogram:
         self.documentation = documentation
         self.label_names = list(labels)
         self.bounds = tuple(float(b) for b in bounds)
-        self._edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self._edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         #: Per label tuple: a count per bucket (the last one past every bound), then the sum.
         self.series: dict[Labels, list[float]] = {}
 

@@ -1,4 +1,5 @@
-"""The outermost layer: request ids, the access log line, and the last-resort error handler."""
+"""The outermost layer: request ids, the access log line, the last-resort error handler, and
+the direct dispatch of the hot API routes."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
-
-from gateway.errors import error_response, status_of
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.call import ApiCall
+from gateway.errors import error_response, status_of
 
 __all__ = ["GatewayMiddleware", "REQUEST_ID_HEADER"]
 
 REQUEST_ID_HEADER = "x-request-id"
 #: Called once a request is over: (path, request state, status, milliseconds, request id).
 OnComplete = Callable[[str, dict[str, Any], int, float, str], None]
+#: A hot route's handler: the request in, a response with its whole body out.
+HotHandler = Callable[[ApiCall], Awaitable[Response]]
 _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("gateway.access")
 
@@ -41,17 +46,36 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+def _has_request_id(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, _ in headers:
+        if name == b"x-request-id":
+            return True
+    return False
+
+
 class GatewayMiddleware:
     """Gives every request an id, logs one line per request, and turns escaped errors into JSON.
 
     Handlers normally raise errors that ``app.py`` answers; anything that escapes them
     still gets OpenAI's error shape here instead of a bare 500 page and a stack trace.
+
+    ``hot_routes`` maps ``(method, path)`` to a handler this layer calls itself, with an
+    :class:`ApiCall`, sending its response directly; every other request goes on to the
+    app inside (Starlette), which answers 404s and 405s for the hot paths too.
     """
 
-    def __init__(self, app: ASGIApp, *, log_format: str = "text", on_complete: OnComplete | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        log_format: str = "text",
+        on_complete: OnComplete | None = None,
+        hot_routes: Mapping[tuple[str, str], HotHandler] | None = None,
+    ) -> None:
         self.app = app
         self.log_format = log_format
         self.on_complete = on_complete
+        self.hot_routes = hot_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,6 +86,35 @@ class GatewayMiddleware:
         state["request_id"] = request_id
         started = time.perf_counter()
         status = 0
+        try:
+            handler = self.hot_routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                status = await self._serve_hot(handler, ApiCall(scope, receive), send, request_id)
+            else:
+                status = await self._serve_app(scope, receive, send, request_id)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            self._log(scope, state, status, elapsed_ms, request_id)
+            if self.on_complete is not None:
+                try:
+                    self.on_complete(scope["path"], state, status, elapsed_ms, request_id)
+                except Exception as exc:  # accounting must never break a request that was answered
+                    access_log.error("accounting failed for request %s: %s", request_id, type(exc).__name__)
+
+    async def _serve_hot(self, handler: HotHandler, call: ApiCall, send: Send, request_id: str) -> int:
+        try:
+            response = await handler(call)
+        except Exception as exc:
+            response = error_response(exc, request_id=request_id)
+        headers = response.raw_headers
+        if not _has_request_id(headers):
+            headers = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+        return response.status_code
+
+    async def _serve_app(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        status = 0
         response_started = False
 
         async def send_with_id(message: Message) -> None:
@@ -70,7 +123,7 @@ class GatewayMiddleware:
                 response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                if not any(name == b"x-request-id" for name, _ in headers):
+                if not _has_request_id(headers):
                     headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
@@ -82,14 +135,7 @@ class GatewayMiddleware:
             if response_started:
                 raise
             await error_response(exc, request_id=request_id)(scope, receive, send)
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self._log(scope, state, status, elapsed_ms, request_id)
-            if self.on_complete is not None:
-                try:
-                    self.on_complete(scope["path"], state, status, elapsed_ms, request_id)
-                except Exception as exc:  # accounting must never break a request that was answered
-                    access_log.error("accounting failed for request %s: %s", request_id, type(exc).__name__)
+        return status
 
     def _log(self, scope: Scope, state: dict[str, Any], status: int, ms: float, request_id: str) -> None:
         if not access_log.isEnabledFor(logging.INFO):
