@@ -20,13 +20,13 @@ __all__ = ["Batch", "Budget", "merge_results", "run_batches", "split_batches"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Batch:
     start: int
     stop: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Budget:
     """One measure a batch must stay within: each item's cost and the batch's limit."""
 

@@ -48,7 +48,7 @@ class BreakerSettings:
     cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Permit:
     """Leave to make one call; ``probe`` marks the half-open breaker's single trial."""
 

@@ -21,7 +21,7 @@ __all__ = ["RateDecision", "RateLimiter", "format_reset"]
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class RateDecision:
     """An admitted request; ``headers`` go on its response."""
 

@@ -73,7 +73,7 @@ Sleep = Callable[[float], Awaitable[None]]
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Routed:
     """A served batch: ``attempts`` calls made, ``fallbacks`` deployments moved past."""
 

@@ -25,7 +25,7 @@ _KNOWN_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "u
 _PROTECTED = ("model", "input")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class EmbeddingsRequest:
     model: str
     inputs: list[str | list[int]]
@@ -38,7 +38,7 @@ class EmbeddingsRequest:
     extra_body: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ContextualizedRequest:
     model: str
     documents: list[list[str]]

@@ -43,7 +43,7 @@ _INDEX = re.compile(r"input\[(\d+)\]")
 Call = Callable[[Provider, Sequence[Any], EmbedOptions], Awaitable[EmbeddingResult]]
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestTrace:
     """What a request went through so far, kept even when it fails (for the usage ledger)."""
 
@@ -58,7 +58,7 @@ class RequestTrace:
             self.providers.append(deployment.config.provider)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Served:
     """An answered request: the pieces the HTTP layer and the usage ledger need."""
 

@@ -129,7 +129,7 @@ class Capabilities:
     max_chunks: int = 16_000
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class EmbedOptions:
     """Per-call options that the gateway has already validated."""
 
@@ -141,7 +141,7 @@ class EmbedOptions:
     timeout_s: float | None = None
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class EmbeddingResult:
     """Vectors in input order plus token accounting.
 

@@ -135,7 +135,7 @@ def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArr
     return flat.reshape(len(raws), size // dtype.itemsize).astype(_NATIVE[fmt])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Usage:
     """What an answer's ``usage`` says; ``None`` where it says nothing usable."""
 
