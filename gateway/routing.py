@@ -49,6 +49,7 @@ from typing import Awaitable, Callable
 
 from gateway.backoff import Backoff
 from gateway.breaker import Breaker, BreakerSettings, Permit
+from gateway.deadlines import DeadlineWatch
 from gateway.errors import NoDeploymentAvailable
 from gateway.metrics import Metrics
 from gateway.runtime import AliasRuntime, DeploymentRuntime
@@ -128,6 +129,8 @@ def _retryable(exc: ProviderError) -> bool:
 class _Tally:
     """What one batch's routing has done so far."""
 
+    __slots__ = ("attempts", "deployments", "last_error")
+
     def __init__(self) -> None:
         self.attempts = 0
         self.deployments = 0
@@ -154,6 +157,7 @@ class Router:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._breakers: dict[DeploymentRuntime, Breaker] = {}
+        self._limits = DeadlineWatch()
 
     def breaker_for(self, deployment: DeploymentRuntime) -> Breaker:
         breaker = self._breakers.get(deployment)
@@ -212,23 +216,25 @@ class Router:
             deadline = self.deadline(alias)
         tally = _Tally()
         skipped: list[DeploymentRuntime] = []
-        for deployment in self.order(alias, pin):
+        deployments = alias.deployments
+        for deployment in deployments if len(deployments) == 1 else self.order(alias, pin):
             if pin is not None and not pin.admits(deployment):
                 continue
-            permit = self.breaker_for(deployment).acquire()
+            breaker = self.breaker_for(deployment)
+            permit = breaker.acquire()
             if permit is None:
                 skipped.append(deployment)
                 continue
-            routed = await self._on_deployment(alias, deployment, permit, attempt, tally, pin, deadline)
+            routed = await self._on_deployment(alias, deployment, breaker, permit, attempt, tally, pin, deadline)
             if routed is not None:
                 return routed
         if tally.deployments == 0:
             candidates = [d for d in skipped if pin is None or pin.admits(d)]
             if candidates:
                 forced = min(candidates, key=lambda d: self.breaker_for(d).open_until)
-                permit = self.breaker_for(forced).force()
+                breaker = self.breaker_for(forced)
                 routed = await self._on_deployment(
-                    alias, forced, permit, attempt, tally, pin, deadline, forced=True
+                    alias, forced, breaker, breaker.force(), attempt, tally, pin, deadline, forced=True
                 )
                 if routed is not None:
                     return routed
@@ -240,6 +246,7 @@ class Router:
         self,
         alias: AliasRuntime,
         deployment: DeploymentRuntime,
+        breaker: Breaker,
         permit: Permit,
         attempt: Attempt,
         tally: _Tally,
@@ -253,7 +260,6 @@ class Router:
             self.metrics.count_fallbacks(alias.name)
         fallbacks = tally.deployments
         tally.deployments += 1
-        breaker = self.breaker_for(deployment)
         retry = 0
         while True:
             left = deadline - self._clock()
@@ -261,7 +267,8 @@ class Router:
                 breaker.released(permit)
                 raise self._deadline_error(alias, tally.last_error)
             tally.attempts += 1
-            result, error = await self._call(deployment, permit, attempt, min(deployment.config.timeout_s, left))
+            limit_s = min(deployment.config.timeout_s, left)
+            result, error = await self._call(deployment, breaker, permit, attempt, limit_s)
             if error is None:
                 assert result is not None
                 if pin is not None:
@@ -287,18 +294,17 @@ class Router:
                 self.metrics.count_retries(alias.name)
 
     async def _call(
-        self, deployment: DeploymentRuntime, permit: Permit, attempt: Attempt, timeout_s: float
+        self, deployment: DeploymentRuntime, breaker: Breaker, permit: Permit, attempt: Attempt, timeout_s: float
     ) -> tuple[EmbeddingResult | None, ProviderError | None]:
         """One attempt: its result or its (availability) error; ``InvalidInput`` and
         anything that is not a provider error propagate."""
-        breaker = self.breaker_for(deployment)
         started = time.perf_counter()
         outcome: BaseException | None = None
         deployment.in_flight += 1
         try:
             # The provider is given the deployment's own timeout; this bounds the whole
             # call (httpx's timeouts apply per read) and clips it to the deadline.
-            async with asyncio.timeout(timeout_s):
+            with self._limits.limit(timeout_s):
                 result = await attempt(deployment)
         except TimeoutError as exc:
             error = ProviderTimeout(f"deployment {deployment.name!r} did not answer within {timeout_s:.3g} s")
