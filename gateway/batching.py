@@ -39,6 +39,8 @@ def split_batches(count: int, *, max_items: int, budgets: Sequence[Budget] = ())
 
     An item over a budget on its own gets a batch of its own (the backend judges it).
     """
+    if count <= max_items and not budgets:
+        return [Batch(0, count)] if count else []
     batches: list[Batch] = []
     start = 0
     spent = [0] * len(budgets)

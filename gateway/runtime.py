@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 
 import orjson
 from dataclasses import dataclass, field
@@ -63,24 +64,85 @@ class DeploymentRuntime:
         return None
 
 
+@dataclass(frozen=True, kw_only=True)
+class AliasLimits:
+    """What an alias's deployments allow together, derived from their capabilities."""
+
+    #: Inputs a request may hold (None: no cap; upstream aliases split into batches).
+    max_inputs: int | None
+    #: Inputs and tokens a batch may hold so that every deployment accepts it.
+    batch_inputs: int
+    batch_tokens: int
+    max_input_tokens: int
+    #: Keys allowed in extra_body; ``None`` when some deployment forwards anything.
+    accepted_options: frozenset[str] | None
+    token_ids: bool
+    dimensions: int
+    #: The output sizes every deployment can serve (natively or by truncation), if any.
+    dimension_range: tuple[int, int] | None
+
+
 @dataclass(eq=False)
 class AliasRuntime:
     config: AliasConfig
     deployments: list[DeploymentRuntime] = field(default_factory=list)
+    _limits: AliasLimits | None = field(default=None, init=False, repr=False)
+    _limits_from: list[Capabilities] = field(default_factory=list, init=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    def limits(self) -> AliasLimits:
+        """The alias's limits, derived again only when a deployment's capabilities changed
+        (a provider replaces its ``Capabilities`` when it learns something, such as its
+        upstream's width): every request reads them, and deriving them is not free."""
+        capabilities = [d.capabilities for d in self.deployments]
+        limits = self._limits
+        if (
+            limits is None
+            or len(capabilities) != len(self._limits_from)
+            or not all(map(operator.is_, capabilities, self._limits_from))
+        ):
+            limits = self._limits = self._derive()
+            self._limits_from = capabilities
+        return limits
+
+    def _derive(self) -> AliasLimits:
+        deployments = self.deployments
+        config = self.config
+        if config.max_inputs is not None:
+            max_inputs: int | None = config.max_inputs
+        elif any(d.capabilities.in_process for d in deployments):
+            # Upstreams get batches they accept, so only the alias's own setting caps them;
+            # in-process models are capped by default to protect the CPU.
+            max_inputs = DEFAULT_MAX_INPUTS
+        else:
+            max_inputs = None
+        option_sets = [d.capabilities.accepted_options for d in deployments]
+        accepted: frozenset[str] | None = None
+        if all(s is not None for s in option_sets):
+            accepted = frozenset().union(*[s for s in option_sets if s is not None])
+        ranges = [d.dimension_range() for d in deployments]
+        dimension_range: tuple[int, int] | None = None
+        if all(r is not None for r in ranges):
+            lows, highs = zip(*[r for r in ranges if r is not None])
+            dimension_range = (max(lows), min(highs))
+        return AliasLimits(
+            max_inputs=max_inputs,
+            batch_inputs=min(d.max_inputs for d in deployments),
+            batch_tokens=min(d.max_request_tokens for d in deployments),
+            max_input_tokens=config.max_input_tokens or min(d.max_input_tokens for d in deployments),
+            accepted_options=accepted,
+            token_ids=all(d.capabilities.token_ids for d in deployments),
+            dimensions=deployments[0].dimensions,
+            dimension_range=dimension_range,
+        )
+
     @property
     def max_inputs(self) -> int | None:
-        """Inputs a request may hold. Upstreams get batches they accept, so only the alias's
-        own setting caps them; in-process models are capped by default to protect the CPU."""
-        if self.config.max_inputs is not None:
-            return self.config.max_inputs
-        if any(d.capabilities.in_process for d in self.deployments):
-            return DEFAULT_MAX_INPUTS
-        return None
+        """Inputs a request may hold (see :class:`AliasLimits`)."""
+        return self.limits().max_inputs
 
     @property
     def max_request_tokens(self) -> int:
@@ -88,32 +150,23 @@ class AliasRuntime:
 
     @property
     def max_input_tokens(self) -> int:
-        return self.config.max_input_tokens or min(d.max_input_tokens for d in self.deployments)
+        return self.limits().max_input_tokens
 
     @property
     def dimensions(self) -> int:
-        return self.deployments[0].dimensions
+        return self.limits().dimensions
 
     def batch_limits(self) -> tuple[int, int]:
         """(inputs, tokens) a batch may hold so that every deployment of the alias accepts it."""
-        return (
-            min(d.max_inputs for d in self.deployments),
-            min(d.max_request_tokens for d in self.deployments),
-        )
+        limits = self.limits()
+        return limits.batch_inputs, limits.batch_tokens
 
     def dimension_range(self) -> tuple[int, int] | None:
-        ranges = [d.dimension_range() for d in self.deployments]
-        if any(r is None for r in ranges):
-            return None
-        lows, highs = zip(*[r for r in ranges if r is not None])
-        return (max(lows), min(highs))
+        return self.limits().dimension_range
 
     def accepted_options(self) -> frozenset[str] | None:
         """Keys allowed in extra_body: ``None`` when some deployment forwards anything."""
-        sets = [d.capabilities.accepted_options for d in self.deployments]
-        if any(s is None for s in sets):
-            return None
-        return frozenset().union(*[s for s in sets if s is not None])
+        return self.limits().accepted_options
 
     def encodings(self) -> list[str]:
         return ["float", "base64", "base64_int8", "base64_binary"]

@@ -124,14 +124,16 @@ class EmbeddingService:
         self, request: EmbeddingsRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
     ) -> Served:
         alias = self.resolve(request.model)
+        limits = alias.limits()
         inputs = request.inputs
-        if alias.max_inputs is not None:
-            check_count(alias, len(inputs), limit=alias.max_inputs)
+        if limits.max_inputs is not None:
+            check_count(alias, len(inputs), limit=limits.max_inputs)
         if request.input_kind == "tokens":
             check_token_ids(alias)
         width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
-        check_options(alias, request.extra_body)
-        max_inputs, max_tokens = alias.batch_limits()
+        if request.extra_body:
+            check_options(alias, request.extra_body)
+        max_inputs, max_tokens = limits.batch_inputs, limits.batch_tokens
         budgets: list[Budget] = []
         if self._counting_needed(alias, len(inputs), max_tokens):
             counts, estimated = await self.count_tokens(alias, inputs)
