@@ -32,18 +32,23 @@ class Accounting:
         if path not in ACCOUNTED_PATHS:
             return
         served: Served | None = state.get("served")
-        trace: RequestTrace | None = state.get("trace")
         alias = state.get("alias") or "-"
+        tokens, cost = 0, None
+        upstream_model: str | None = None
         if served is not None:
             deployment: str | None = served.deployment
-            providers, attempts = served.providers, served.attempts
-        elif trace is not None and trace.attempts:
-            deployment = ",".join(trace.deployments)
-            providers, attempts = trace.providers, trace.attempts
+            provider: str | None = served.provider
+            attempts, inputs, upstream_model = served.attempts, served.inputs, served.upstream_model
+            tokens, cost = served.prompt_tokens, served.cost_usd
         else:
-            deployment, providers, attempts = None, [], 0
-        tokens = served.prompt_tokens if served is not None else 0
-        cost = served.cost_usd if served is not None else None
+            trace: RequestTrace | None = state.get("trace")
+            if trace is not None and trace.attempts:
+                deployment = ",".join(trace.deployments)
+                provider = ",".join(dict.fromkeys(trace.providers))
+                attempts = trace.attempts
+            else:
+                deployment, provider, attempts = None, None, 0
+            inputs = int(state.get("inputs", 0))
         if self.metrics is not None:
             self.metrics.observe_request(
                 alias=alias, deployment=deployment or "none", status=status,
@@ -57,9 +62,9 @@ class Accounting:
             key_id=state.get("key_id"),
             alias=alias,
             deployment=deployment,
-            provider=",".join(dict.fromkeys(providers)) or None,
-            upstream_model=",".join(dict.fromkeys(served.upstream_models)) if served is not None else None,
-            inputs=served.inputs if served is not None else int(state.get("inputs", 0)),
+            provider=provider or None,
+            upstream_model=upstream_model,
+            inputs=inputs,
             prompt_tokens=tokens,
             total_tokens=tokens,
             cost=cost,
@@ -67,7 +72,7 @@ class Accounting:
             latency_ms=latency_ms,
             attempts=attempts,
             user=state.get("user"),
-            metadata=state.get("metadata") or {},
+            metadata=state.get("metadata") or None,
         )
         if not self.ledger.record(record):
             logger.warning("usage row for request %s was dropped (ledger queue full or closed)", request_id)

@@ -40,11 +40,20 @@ class JSONBytesResponse(Response):
 
     media_type = "application/json"
 
-    def __init__(self, body: bytes, *, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self.status_code = status_code
         self.body = body
         self.background = None
         raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        if raw_headers:
+            raw += raw_headers
         if headers:
             raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
         self.raw_headers = raw
@@ -139,10 +148,9 @@ class ApiHandlers:
         if key is not None and key.tpm is not None:
             self.limiter.adjust_tokens(key, served.prompt_tokens - charged)
         content = {"object": "list", "data": data, "model": served.alias, "usage": served.usage()}
-        headers = served.headers()
-        if decision.headers:
-            headers.update(decision.headers)
-        return json_response(content, headers=headers)
+        return JSONBytesResponse(
+            orjson.dumps(content, option=_JSON_OPTIONS), raw_headers=served.raw_headers(), headers=decision.headers
+        )
 
     async def models(self, request: Request) -> Response:
         key = self._authenticate(request.headers.get("authorization"), request.scope.setdefault("state", {}))

@@ -60,16 +60,20 @@ class RequestTrace:
 
 @dataclass(kw_only=True, slots=True)
 class Served:
-    """An answered request: the pieces the HTTP layer and the usage ledger need."""
+    """An answered request: the pieces the HTTP layer and the usage ledger need.
+
+    ``deployment``, ``provider`` and ``upstream_model`` name what served it: one name, or
+    several joined by commas (in the order first used) when its batches went to several.
+    """
 
     alias: str
     vectors: list[Any]
     prompt_tokens: int
     tokens_estimated: bool
     cost_usd: float | None
-    deployments: list[str]
-    providers: list[str]
-    upstream_models: list[str]
+    deployment: str
+    provider: str
+    upstream_model: str
     attempts: int
     fallbacks: int
     inputs: int
@@ -82,19 +86,20 @@ class Served:
             usage["cost"] = {"input_cost": self.cost_usd, "total_cost": self.cost_usd, "currency": "USD"}
         return usage
 
-    @property
-    def deployment(self) -> str:
-        return ",".join(dict.fromkeys(self.deployments))
-
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "x-gateway-deployment": self.deployment,
-            "x-gateway-provider": ",".join(dict.fromkeys(self.providers)),
-            "x-gateway-attempts": str(self.attempts),
-        }
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The response headers that tell what served the request."""
+        headers = [
+            (b"x-gateway-deployment", self.deployment.encode("latin-1")),
+            (b"x-gateway-provider", self.provider.encode("latin-1")),
+            (b"x-gateway-attempts", str(self.attempts).encode("latin-1")),
+        ]
         if self.tokens_estimated:
-            headers["x-gateway-usage-estimated"] = "true"
+            headers.append((b"x-gateway-usage-estimated", b"true"))
         return headers
+
+
+def _joined(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ",".join(dict.fromkeys(names))
 
 
 class EmbeddingService:
@@ -230,17 +235,21 @@ class EmbeddingService:
 
         result = merge_results(await run_batches(batches, run_batch, concurrency=BATCH_CONCURRENCY))
         deployments = [d for d, _, _ in served_by]
+        attempts = fallbacks = 0
+        for _, tried, moved in served_by:
+            attempts += tried
+            fallbacks += moved
         return Served(
             alias=alias.name,
             vectors=encode_rows(result.vectors, request.encoding_format, native=result.encoding),
             prompt_tokens=int(result.prompt_tokens or 0),
             tokens_estimated=result.tokens_estimated,
             cost_usd=_cost(result, deployments),
-            deployments=[d.name for d in deployments],
-            providers=[d.config.provider for d in deployments],
-            upstream_models=[d.config.model or "" for d in deployments],
-            attempts=sum(a for _, a, _ in served_by),
-            fallbacks=sum(f for _, _, f in served_by),
+            deployment=_joined([d.config.name for d in deployments]),
+            provider=_joined([d.config.provider for d in deployments]),
+            upstream_model=_joined([d.config.model or "" for d in deployments]),
+            attempts=attempts,
+            fallbacks=fallbacks,
             inputs=len(items),
         )
 
