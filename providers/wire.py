@@ -33,9 +33,9 @@ __all__ = [
 
 #: ``float``: JSON numbers or base64 little-endian float32; ``int8`` / ``binary``: base64 bytes.
 RowFormat = Literal["float", "int8", "binary"]
-_DTYPES: dict[str, str] = {"float": "<f4", "int8": "i1", "binary": "u1"}
+#: How each format's bytes are read: little-endian float32, signed bytes, packed bits.
+_DTYPES: dict[str, np.dtype[Any]] = {"float": np.dtype("<f4"), "int8": np.dtype("i1"), "binary": np.dtype("u1")}
 _NATIVE: dict[str, type[np.generic]] = {"float": np.float32, "int8": np.int8, "binary": np.uint8}
-#: How far from 1 a vector's norm may be for the answer to count as normalised.
 
 
 def malformed(where: str, problem: str) -> UpstreamResponseError:
@@ -92,10 +92,9 @@ def decode_rows(
     if width is not None and got != width:
         unit = "bytes" if fmt == "binary" else "dimensions"
         raise malformed(where, f"the embeddings have {got} {unit}, expected {width}")
-    if fmt == "float":
+    if fmt == "float" and not np.isfinite(matrix).all():
         finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
-            raise malformed(where, f"embedding {int(np.argmin(finite))} holds NaN or infinity")
+        raise malformed(where, f"embedding {int(np.argmin(finite))} holds NaN or infinity")
     return matrix
 
 
@@ -118,6 +117,7 @@ def _number_lists(values: Sequence[Any], where: str) -> npt.NDArray[np.float32]:
 
 
 def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArray[Any]:
+    """The rows as one array over the decoded bytes (read-only: nothing writes into vectors)."""
     raws: list[bytes] = []
     for index, value in enumerate(values):
         try:
@@ -125,14 +125,17 @@ def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArr
         except (binascii.Error, ValueError) as exc:
             raise malformed(where, f"embedding {index} is not valid base64") from exc
     size = len(raws[0])
-    odd = next((i for i, raw in enumerate(raws) if len(raw) != size), None)
-    if odd is not None:
-        raise malformed(where, f"embedding {odd} has {len(raws[odd])} bytes, embedding 0 has {size}")
-    dtype = np.dtype(_DTYPES[fmt])
+    if len(raws) > 1:
+        odd = next((i for i, raw in enumerate(raws) if len(raw) != size), None)
+        if odd is not None:
+            raise malformed(where, f"embedding {odd} has {len(raws[odd])} bytes, embedding 0 has {size}")
+    dtype = _DTYPES[fmt]
     if size % dtype.itemsize:
         raise malformed(where, f"embeddings of {size} bytes are not whole float32 values")
-    flat = np.frombuffer(b"".join(raws), dtype=dtype)
-    return flat.reshape(len(raws), size // dtype.itemsize).astype(_NATIVE[fmt])
+    joined = raws[0] if len(raws) == 1 else b"".join(raws)
+    matrix = np.frombuffer(joined, dtype=dtype).reshape(len(raws), size // dtype.itemsize)
+    # Little-endian float32 is already native on little-endian machines: no copy there.
+    return matrix if matrix.dtype.isnative else matrix.astype(_NATIVE[fmt])
 
 
 @dataclass(slots=True)
