@@ -77,7 +77,9 @@ def encode_rows(
     if native != "float":
         raise ValueError(f"cannot convert native {native} vectors to {encoding_format}")
     if encoding_format == "float":
-        return list(np.ascontiguousarray(vectors, dtype=np.float32))
+        if vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return list(vectors)
     if encoding_format == "base64":
         return _b64_rows(np.ascontiguousarray(vectors, dtype="<f4"))
     if encoding_format == "base64_int8":

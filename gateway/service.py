@@ -18,7 +18,7 @@ from gateway.batching import Batch, Budget, merge_results, run_batches, split_ba
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.routing import Router, SpacePin
-from gateway.runtime import AliasRuntime, DeploymentRuntime, Runtime
+from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest
 from gateway.validation import check_count, check_options, check_output, check_token_ids, check_token_limits
 from providers.base import (
@@ -140,16 +140,12 @@ class EmbeddingService:
             check_options(alias, request.extra_body)
         max_inputs, max_tokens = limits.batch_inputs, limits.batch_tokens
         budgets: list[Budget] = []
-        if self._counting_needed(alias, len(inputs), max_tokens):
+        if self._counting_needed(alias, limits, len(inputs)):
             counts, estimated = await self.count_tokens(alias, inputs)
             check_token_limits(alias, counts, estimated=estimated)
             budgets.append(Budget(counts, max_tokens))
         batches = split_batches(len(inputs), max_items=max_inputs, budgets=budgets)
-
-        async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
-            return await provider.embed(chunk, options)
-
-        return await self._serve(alias, inputs, batches, call, request, width, request_id, trace or RequestTrace())
+        return await self._serve(alias, inputs, batches, _embed, request, width, request_id, trace or RequestTrace())
 
     async def embed_contextualized(
         self, request: ContextualizedRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
@@ -190,11 +186,11 @@ class EmbeddingService:
         served.groups = chunk_counts
         return served
 
-    def _counting_needed(self, alias: AliasRuntime, count: int, batch_tokens: int) -> bool:
+    def _counting_needed(self, alias: AliasRuntime, limits: AliasLimits, count: int) -> bool:
         """Counting tokens is not free: only when a token limit could be reached."""
-        worst_case = count * alias.max_input_tokens
-        explicit = alias.config.max_input_tokens is not None
-        return explicit or worst_case > min(alias.max_request_tokens, batch_tokens)
+        if alias.config.max_input_tokens is not None:
+            return True
+        return count * limits.max_input_tokens > min(alias.max_request_tokens, limits.batch_tokens)
 
     async def _serve(
         self,
@@ -252,6 +248,10 @@ class EmbeddingService:
             fallbacks=fallbacks,
             inputs=len(items),
         )
+
+
+async def _embed(provider: Provider, inputs: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
+    return await provider.embed(inputs, options)
 
 
 def _options(

@@ -28,12 +28,13 @@ def check_token_ids(alias: AliasRuntime) -> None:
 
 def check_output(alias: AliasRuntime, *, dimensions: int | None, encoding_format: str) -> int:
     """Validate ``dimensions`` and ``encoding_format``; returns the output width."""
+    limits = alias.limits()
     if dimensions is not None:
-        allowed = alias.dimension_range()
+        allowed = limits.dimension_range
         if allowed is None:
             raise InvalidRequest(
                 f"model {alias.name!r} does not support the dimensions parameter; it returns "
-                f"{alias.dimensions} dimensions (leave dimensions out)",
+                f"{limits.dimensions} dimensions (leave dimensions out)",
                 param="dimensions",
             )
         low, high = allowed
@@ -44,7 +45,7 @@ def check_output(alias: AliasRuntime, *, dimensions: int | None, encoding_format
                 f"dimensions must be between {low} and {high} for model {alias.name!r}, not {dimensions}",
                 param="dimensions",
             )
-    width = dimensions or alias.dimensions
+    width = dimensions or limits.dimensions
     if encoding_format == "base64_binary" and width % 8:
         raise InvalidRequest(
             f"base64_binary packs 8 dimensions a byte, so dimensions must be a multiple of 8, not {width}",
