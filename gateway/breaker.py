@@ -102,6 +102,8 @@ class Breaker:
 
     def acquire(self) -> Permit | None:
         """A permit to call the deployment, or ``None`` while the breaker keeps calls out."""
+        if self._state == "closed":
+            return _NORMAL
         state = self.state
         if state == "closed":
             return _NORMAL
@@ -118,7 +120,8 @@ class Breaker:
         # Any success is evidence enough; an outstanding probe then counts as a plain call.
         self._probe = None
         self._failures = 0
-        self._set("closed")
+        if self._state != "closed":
+            self._set("closed")
 
     def failed(self, permit: Permit) -> None:
         probe = self._end(permit)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 
 import orjson
 from dataclasses import dataclass, field
@@ -97,15 +96,16 @@ class AliasRuntime:
         """The alias's limits, derived again only when a deployment's capabilities changed
         (a provider replaces its ``Capabilities`` when it learns something, such as its
         upstream's width): every request reads them, and deriving them is not free."""
-        capabilities = [d.capabilities for d in self.deployments]
         limits = self._limits
-        if (
-            limits is None
-            or len(capabilities) != len(self._limits_from)
-            or not all(map(operator.is_, capabilities, self._limits_from))
-        ):
-            limits = self._limits = self._derive()
-            self._limits_from = capabilities
+        seen = self._limits_from
+        if limits is not None and len(seen) == len(self.deployments):
+            for deployment, capabilities in zip(self.deployments, seen):
+                if deployment.provider.capabilities is not capabilities:
+                    break
+            else:
+                return limits
+        self._limits_from = [d.capabilities for d in self.deployments]
+        limits = self._limits = self._derive()
         return limits
 
     def _derive(self) -> AliasLimits:

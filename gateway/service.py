@@ -135,7 +135,9 @@ class EmbeddingService:
             check_count(alias, len(inputs), limit=limits.max_inputs)
         if request.input_kind == "tokens":
             check_token_ids(alias)
-        width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
+        width = check_output(
+            alias, dimensions=request.dimensions, encoding_format=request.encoding_format, limits=limits
+        )
         if request.extra_body:
             check_options(alias, request.extra_body)
         max_inputs, max_tokens = limits.batch_inputs, limits.batch_tokens
@@ -264,11 +266,12 @@ def _options(
     dimensions = request.dimensions if capabilities.native_dimensions is not None else None
     gateway_truncates = request.dimensions is not None and dimensions is None
     use_native = target in capabilities.native_encodings and not gateway_truncates
+    defaults = deployment.config.extra_body
     return EmbedOptions(
         dimensions=dimensions,
         encoding=target if use_native else "float",
         user=request.user,
-        extra_body={**deployment.config.extra_body, **request.extra_body},
+        extra_body={**defaults, **request.extra_body} if defaults else request.extra_body,
         request_id=request_id,
         timeout_s=deployment.config.timeout_s,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from gateway.errors import InvalidRequest
-from gateway.runtime import AliasRuntime
+from gateway.runtime import AliasLimits, AliasRuntime
 
 __all__ = ["check_count", "check_options", "check_output", "check_token_limits", "check_token_ids"]
 
@@ -26,9 +26,13 @@ def check_token_ids(alias: AliasRuntime) -> None:
         )
 
 
-def check_output(alias: AliasRuntime, *, dimensions: int | None, encoding_format: str) -> int:
-    """Validate ``dimensions`` and ``encoding_format``; returns the output width."""
-    limits = alias.limits()
+def check_output(
+    alias: AliasRuntime, *, dimensions: int | None, encoding_format: str, limits: AliasLimits | None = None
+) -> int:
+    """Validate ``dimensions`` and ``encoding_format``; returns the output width.
+
+    ``limits`` are the alias's (:meth:`AliasRuntime.limits`), when the caller has them."""
+    limits = limits or alias.limits()
     if dimensions is not None:
         allowed = limits.dimension_range
         if allowed is None:
