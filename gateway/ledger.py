@@ -281,7 +281,7 @@ class UsageLedger:
             while self._held:
                 chunk = self._held[: self._batch_rows]
                 with self._conn:
-                    self._conn.executemany(_INSERT, [_row(rec) for rec in chunk])
+                    self._conn.executemany(_INSERT, map(_row, chunk))
                 del self._held[: len(chunk)]
                 self._written += len(chunk)
                 with self._lock:
@@ -332,10 +332,13 @@ class UsageLedger:
 
 
 def _row(rec: UsageRecord) -> tuple[Any, ...]:
-    metadata: str | None = None
-    if rec.metadata:
-        try:
-            metadata = orjson.dumps(rec.metadata).decode()
-        except TypeError:
-            metadata = orjson.dumps({str(k): str(v) for k, v in rec.metadata.items()}).decode()
+    """The row's values in column order: the record itself, unless it has metadata to encode."""
+    if rec.metadata is None:
+        return rec
+    if not rec.metadata:
+        return (*rec[:-1], None)
+    try:
+        metadata = orjson.dumps(rec.metadata).decode()
+    except TypeError:
+        metadata = orjson.dumps({str(k): str(v) for k, v in rec.metadata.items()}).decode()
     return (*rec[:-1], metadata)
