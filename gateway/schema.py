@@ -103,27 +103,27 @@ def _parse_input(value: Any) -> tuple[list[str | list[int]], str]:
             f"input[0] must be a string, a token id or a token-id array, not {_describe(first)}",
             param="input[0]",
         )
-    items: list[str | list[int]] = []
-    for index, item in enumerate(value):
-        param = f"input[{index}]"
-        if kind == "text":
-            if not isinstance(item, str):
+    if kind == "text":
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                param = f"input[{index}]"
+                if isinstance(item, str):
+                    raise InvalidRequest(f"{param} must not be an empty string", param=param)
                 raise InvalidRequest(
                     f"{param} must be a string like the other items, not {_describe(item)}", param=param
                 )
-            if not item:
-                raise InvalidRequest(f"{param} must not be an empty string", param=param)
-        else:
-            if not isinstance(item, list):
-                raise InvalidRequest(
-                    f"{param} must be a token-id array like the other items, not {_describe(item)}",
-                    param=param,
-                )
-            if not item:
-                raise InvalidRequest(f"{param} must not be an empty array", param=param)
-            _token_array(item, param)
-        items.append(item)
-    return items, kind
+        return value, kind
+    for index, item in enumerate(value):
+        param = f"input[{index}]"
+        if not isinstance(item, list):
+            raise InvalidRequest(
+                f"{param} must be a token-id array like the other items, not {_describe(item)}",
+                param=param,
+            )
+        if not item:
+            raise InvalidRequest(f"{param} must not be an empty array", param=param)
+        _token_array(item, param)
+    return value, kind
 
 
 def _optional(body: dict[str, Any], key: str) -> Any:
@@ -196,7 +196,9 @@ def _parse_metadata(body: dict[str, Any]) -> dict[str, str]:
 
 
 def _parse_extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    extra = {k: v for k, v in body.items() if k not in known and v is not None}
+    extra: dict[str, Any] = {}
+    if not body.keys() <= known:
+        extra = {k: v for k, v in body.items() if k not in known and v is not None}
     explicit = _optional(body, "extra_body")
     if explicit is not None:
         if not isinstance(explicit, dict):

@@ -87,19 +87,17 @@ class Served:
         return usage
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """The response headers that tell what served the request."""
+        """The response headers that tell what served the request (names from the config
+        are sent as UTF-8: HTTP headers carry bytes, and a name outside Latin-1 must not
+        turn answered requests into errors)."""
         headers = [
-            (b"x-gateway-deployment", self.deployment.encode("latin-1")),
-            (b"x-gateway-provider", self.provider.encode("latin-1")),
-            (b"x-gateway-attempts", str(self.attempts).encode("latin-1")),
+            (b"x-gateway-deployment", self.deployment.encode()),
+            (b"x-gateway-provider", self.provider.encode()),
+            (b"x-gateway-attempts", str(self.attempts).encode()),
         ]
         if self.tokens_estimated:
             headers.append((b"x-gateway-usage-estimated", b"true"))
         return headers
-
-
-def _joined(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else ",".join(dict.fromkeys(names))
 
 
 class EmbeddingService:
@@ -237,19 +235,33 @@ class EmbeddingService:
         for _, tried, moved in served_by:
             attempts += tried
             fallbacks += moved
+        deployment, provider, upstream_model = _names(deployments)
         return Served(
             alias=alias.name,
             vectors=encode_rows(result.vectors, request.encoding_format, native=result.encoding),
             prompt_tokens=int(result.prompt_tokens or 0),
             tokens_estimated=result.tokens_estimated,
             cost_usd=_cost(result, deployments),
-            deployment=_joined([d.config.name for d in deployments]),
-            provider=_joined([d.config.provider for d in deployments]),
-            upstream_model=_joined([d.config.model or "" for d in deployments]),
+            deployment=deployment,
+            provider=provider,
+            upstream_model=upstream_model,
             attempts=attempts,
             fallbacks=fallbacks,
             inputs=len(items),
         )
+
+
+def _names(deployments: Sequence[DeploymentRuntime]) -> tuple[str, str, str]:
+    """The deployment, provider and upstream model that served a request, each joined by
+    commas (in the order first used) when its batches went to several deployments."""
+    if len(deployments) == 1:
+        config = deployments[0].config
+        return config.name, config.provider, config.model or ""
+    return (
+        ",".join(dict.fromkeys(d.config.name for d in deployments)),
+        ",".join(dict.fromkeys(d.config.provider for d in deployments)),
+        ",".join(dict.fromkeys(d.config.model or "" for d in deployments)),
+    )
 
 
 async def _embed(provider: Provider, inputs: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
@@ -332,9 +344,7 @@ def _native_encoding(encoding_format: str) -> NativeEncoding:
 def _cost(result: EmbeddingResult, deployments: Sequence[DeploymentRuntime]) -> float | None:
     if result.cost_usd is not None:
         return result.cost_usd
-    prices = {d.config.price_per_million_tokens for d in deployments}
-    if len(prices) != 1 or None in prices:
+    price = deployments[0].config.price_per_million_tokens
+    if price is None or any(d.config.price_per_million_tokens != price for d in deployments[1:]):
         return None
-    price = prices.pop()
-    assert price is not None
     return round((result.prompt_tokens or 0) * price / 1_000_000, 12)

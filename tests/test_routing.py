@@ -105,6 +105,16 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def test_a_deployment_named_outside_latin_1_still_answers(fakes: tuple[Server, Server]) -> None:
+    primary, _ = fakes
+    models = {"fam": {"deployments": [remote("東京-primary", primary.base_url)]}}
+    with gateway(models) as client:
+        response = embed(client)
+    assert_fake_vectors(response)
+    sent = dict(response.headers.raw)[b"x-gateway-deployment"]
+    assert sent.decode("utf-8") == "東京-primary"
+
+
 # Each failure mode: the fault, and the status when every deployment fails that way.
 FAILURES = [
     pytest.param("status", {"status": 500}, 502, id="500"),
