@@ -127,6 +127,10 @@ def main() -> None:
             pairs = zip(results[(label, numerator, concurrency)], results[(label, denominator, concurrency)])
             return statistics.median(a.rate / b.rate for a, b in pairs)
 
+        rounds = zip(results[(label, "gateway", 32)], results[(label, "passthrough", 32)])
+        print(f"\n{label}: gateway/passthrough at concurrency 32, round by round: "
+              + " ".join(f"{g.rate / p.rate:.2f}" for g, p in rounds))
+
         added = statistics.median(
             (percentile(g.latencies, 50) - percentile(d.latencies, 50)) * 1000
             for g, d in zip(results[(label, "gateway", 1)], results[(label, "direct", 1)])
