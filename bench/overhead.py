@@ -10,7 +10,8 @@ with the usage ledger and metrics off and prints the ratio between the two.
     python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough]
 
 Each figure is the median over rounds of a ratio (or difference) measured within one round,
-where the targets ran back to back: on a shared machine the speed drifts between rounds.
+where the targets ran back to back (in reverse order every other round): on a shared
+machine the speed drifts between rounds.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def main() -> None:
         for round_number in range(args.rounds):
             for label, texts in PAYLOADS.items():
                 for concurrency in (1, 32):
-                    for name, url in targets.items():
+                    # Every other round in reverse order, so that a drift in the machine's
+                    # speed within a round does not always fall on the same target.
+                    order = list(targets.items())
+                    for name, url in order if round_number % 2 == 0 else reversed(order):
                         model = "fake" if name.startswith("gateway") else "fake-embed"
                         body = orjson.dumps({"model": model, "input": texts, "encoding_format": "float"})
                         result = asyncio.run(drive(url, body, concurrency=concurrency, seconds=args.seconds))

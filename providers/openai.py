@@ -179,8 +179,11 @@ class OpenAIProvider:
         return None
 
     def _body(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> dict[str, Any]:
-        body = {k: v for k, v in options.extra_body.items() if k not in _RESERVED}
-        body.update(model=self.model, input=list(inputs), encoding_format=self._encoding)
+        extra = options.extra_body
+        body = {k: v for k, v in extra.items() if k not in _RESERVED} if extra else {}
+        body["model"] = self.model
+        body["input"] = inputs if isinstance(inputs, list) else list(inputs)
+        body["encoding_format"] = self._encoding
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions
         if options.user is not None and self._send_user:

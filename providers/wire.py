@@ -54,6 +54,10 @@ def ordered_items(data: Any, expected: int, *, where: str, what: str = "data") -
         raise malformed(where, f"{what} is missing or not a list")
     if len(data) != expected:
         raise malformed(where, f"{what} holds {len(data)} items, expected {expected}")
+    if expected == 1:
+        item = data[0]
+        if isinstance(item, dict) and item.get("index") == 0 and type(item["index"]) is int:
+            return data
     slots: list[dict[str, Any] | None] = [None] * expected
     for position, item in enumerate(data):
         if not isinstance(item, dict):
@@ -79,10 +83,10 @@ def decode_rows(
     """
     if not values:
         return np.empty((0, width or 0), dtype=_NATIVE[fmt])
-    if fmt == "float" and all(isinstance(v, list) for v in values):
-        matrix = _number_lists(values, where)
-    elif all(isinstance(v, str) for v in values):
+    if all(isinstance(v, str) for v in values):
         matrix = _base64_rows(values, fmt, where)
+    elif fmt == "float" and all(isinstance(v, list) for v in values):
+        matrix = _number_lists(values, where)
     else:
         kinds = "arrays of numbers or base64 strings" if fmt == "float" else "base64 strings"
         raise malformed(where, f"embeddings are not all {kinds}")
