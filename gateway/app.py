@@ -164,6 +164,9 @@ def create_app(
             HTTPException: _http_exception,
             GatewayError: _gateway_exception,
             ProviderError: _gateway_exception,
+            # Starlette's last-resort layer answers with this, in OpenAI's error shape, then
+            # re-raises for the gateway layer outside it (which logs nothing more).
+            Exception: _gateway_exception,
         },
     )
     app.state.runtime = runtime

@@ -131,9 +131,11 @@ class GatewayMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            status = status_of(exc).status
             if response_started:
-                raise
+                # Starlette's error layer has logged it, and answered it unless a response
+                # was already under way; raising on would only add a traceback to the log.
+                return status
+            status = status_of(exc).status
             await error_response(exc, request_id=request_id)(scope, receive, send)
         return status
 
