@@ -29,8 +29,8 @@ any other ProviderError            no            yes        yes
 ``retries`` is the number of extra attempts on one deployment before moving on; waits
 grow exponentially with full jitter (:mod:`gateway.backoff`). A request's deadline
 (the alias's ``timeout_s``) bounds everything: each attempt may take at most
-``min(deployment timeout_s, time left)``, and when nothing is left the request fails with
-``ProviderTimeout`` (504). When every deployment failed, the last error is raised as it
+``min(deployment timeout_s, time left)`` (enforced by :mod:`gateway.deadlines`, at most
+10 ms late), and when nothing is left the request fails with ``ProviderTimeout`` (504). When every deployment failed, the last error is raised as it
 is, so a 429 keeps its Retry-After.
 
 Space guard: the service passes one :class:`SpacePin` per request to every batch; the
