@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -27,7 +27,6 @@ from providers.base import (
     EmbedOptions,
     InvalidInput,
     NativeEncoding,
-    Provider,
     UpstreamResponseError,
 )
 from providers.wire import estimate_tokens
@@ -40,7 +39,6 @@ BATCH_CONCURRENCY = 4
 _INLINE_COUNT = 16
 _INDEX = re.compile(r"input\[(\d+)\]")
 
-Call = Callable[[Provider, Sequence[Any], EmbedOptions], Awaitable[EmbeddingResult]]
 
 
 @dataclass(slots=True)
@@ -145,7 +143,7 @@ class EmbeddingService:
             check_token_limits(alias, counts, estimated=estimated)
             budgets.append(Budget(counts, max_tokens))
         batches = split_batches(len(inputs), max_items=max_inputs, budgets=budgets)
-        return await self._serve(alias, inputs, batches, _embed, request, width, request_id, trace or RequestTrace())
+        return await self._serve(alias, inputs, batches, request, width, request_id, trace or RequestTrace())
 
     async def embed_contextualized(
         self, request: ContextualizedRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
@@ -178,11 +176,7 @@ class EmbeddingService:
             max_items=max_documents,
             budgets=[Budget(chunk_counts, max_chunks), Budget(tokens, max_tokens)],
         )
-
-        async def call(provider: Provider, chunk: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
-            return await provider.embed_contextualized(chunk, options)
-
-        served = await self._serve(alias, documents, batches, call, request, width, request_id, trace or RequestTrace())
+        served = await self._serve(alias, documents, batches, request, width, request_id, trace or RequestTrace())
         served.groups = chunk_counts
         return served
 
@@ -197,13 +191,13 @@ class EmbeddingService:
         alias: AliasRuntime,
         items: Sequence[Any],
         batches: Sequence[Batch],
-        call: Call,
         request: EmbeddingsRequest | ContextualizedRequest,
         width: int,
         request_id: str | None,
         trace: RequestTrace,
     ) -> Served:
         target = _native_encoding(request.encoding_format)
+        contextualized = isinstance(request, ContextualizedRequest)
         served_by: list[tuple[DeploymentRuntime, int, int]] = []
         pin = SpacePin()
         deadline = self.router.deadline(alias)
@@ -214,8 +208,12 @@ class EmbeddingService:
             async def attempt(deployment: DeploymentRuntime) -> EmbeddingResult:
                 trace.tried(deployment)
                 options = _options(deployment, request, target, request_id)
-                result = await call(deployment.provider, chunk, options)
-                expected = sum(len(doc) for doc in chunk) if isinstance(request, ContextualizedRequest) else len(chunk)
+                if contextualized:
+                    result = await deployment.provider.embed_contextualized(chunk, options)
+                    expected = sum(len(doc) for doc in chunk)
+                else:
+                    result = await deployment.provider.embed(chunk, options)
+                    expected = len(chunk)
                 if result.vectors.shape[0] != expected:
                     raise UpstreamResponseError(
                         f"deployment {deployment.name!r} returned {result.vectors.shape[0]} vectors for {expected} inputs"
@@ -262,10 +260,6 @@ def _names(deployments: Sequence[DeploymentRuntime]) -> tuple[str, str, str]:
         ",".join(dict.fromkeys(d.config.provider for d in deployments)),
         ",".join(dict.fromkeys(d.config.model or "" for d in deployments)),
     )
-
-
-async def _embed(provider: Provider, inputs: Sequence[Any], options: EmbedOptions) -> EmbeddingResult:
-    return await provider.embed(inputs, options)
 
 
 def _options(
