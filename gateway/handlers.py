@@ -111,7 +111,7 @@ class ApiHandlers:
             tokens = sum(counts)
         decision = self.limiter.check(key, tokens)
         state["trace"] = trace = RequestTrace()
-        served = await self.service.embed(parsed, request_id=state.get("request_id"), trace=trace)
+        served = await self.service.embed(parsed, request_id=call.request_id, trace=trace)
         return self._answer(state, key, served, tokens, decision, _flat(served))
 
     async def contextualized(self, call: ApiCall) -> Response:
@@ -123,7 +123,7 @@ class ApiHandlers:
         tokens = sum(estimate_tokens(chunk) for doc in parsed.documents for chunk in doc)
         decision = self.limiter.check(key, tokens if key is not None and key.tpm is not None else 0)
         state["trace"] = trace = RequestTrace()
-        served = await self.service.embed_contextualized(parsed, request_id=state.get("request_id"), trace=trace)
+        served = await self.service.embed_contextualized(parsed, request_id=call.request_id, trace=trace)
         return self._answer(state, key, served, tokens, decision, _nested(served))
 
     async def embeddings_route(self, request: Request) -> Response:

@@ -40,7 +40,6 @@ _INLINE_COUNT = 16
 _INDEX = re.compile(r"input\[(\d+)\]")
 
 
-
 @dataclass(slots=True)
 class RequestTrace:
     """What a request went through so far, kept even when it fails (for the usage ledger)."""

@@ -19,7 +19,7 @@ def check_count(alias: AliasRuntime, count: int, *, limit: int, what: str = "ite
 
 
 def check_token_ids(alias: AliasRuntime) -> None:
-    if not all(d.capabilities.token_ids for d in alias.deployments):
+    if not alias.limits().token_ids:
         raise InvalidRequest(
             f"model {alias.name!r} takes text only: its backend does not accept token ids",
             param="input",
