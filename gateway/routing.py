@@ -30,8 +30,9 @@ any other ProviderError            no            yes        yes
 grow exponentially with full jitter (:mod:`gateway.backoff`). A request's deadline
 (the alias's ``timeout_s``) bounds everything: each attempt may take at most
 ``min(deployment timeout_s, time left)`` (enforced by :mod:`gateway.deadlines`, at most
-10 ms late), and when nothing is left the request fails with ``ProviderTimeout`` (504). When every deployment failed, the last error is raised as it
-is, so a 429 keeps its Retry-After.
+10 ms late), and when nothing is left the request fails with ``ProviderTimeout`` (504).
+When every deployment failed, the last error is raised as it is, so a 429 keeps its
+Retry-After.
 
 Space guard: the service passes one :class:`SpacePin` per request to every batch; the
 first batch served pins the vector space and later batches use only deployments of that
@@ -157,7 +158,7 @@ class Router:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._breakers: dict[DeploymentRuntime, Breaker] = {}
-        self._limits = DeadlineWatch()
+        self._deadlines = DeadlineWatch()
 
     def breaker_for(self, deployment: DeploymentRuntime) -> Breaker:
         breaker = self._breakers.get(deployment)
@@ -304,7 +305,7 @@ class Router:
         try:
             # The provider is given the deployment's own timeout; this bounds the whole
             # call (httpx's timeouts apply per read) and clips it to the deadline.
-            with self._limits.limit(timeout_s):
+            with self._deadlines.limit(timeout_s):
                 result = await attempt(deployment)
         except TimeoutError as exc:
             error = ProviderTimeout(f"deployment {deployment.name!r} did not answer within {timeout_s:.3g} s")
