@@ -25,22 +25,28 @@ def test_a_call_within_its_limit_is_untouched_and_the_timer_stops() -> None:
         watch = DeadlineWatch(resolution_s=0.005)
         with watch.limit(1.0):
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.02)
-        assert watch._timer is None and not watch._watched
+        assert not watch._watched
+        for _ in range(200):  # the timer's next check finds nothing and stops re-arming
+            if watch._timer is None:
+                break
+            await asyncio.sleep(watch.resolution_s)
+        assert watch._timer is None
         await asyncio.sleep(0.01)  # nothing cancels the task later on
 
     asyncio.run(main())
 
 
 def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
-    async def guarded(watch: DeadlineWatch) -> None:
+    async def guarded(watch: DeadlineWatch, started: asyncio.Event) -> None:
         with watch.limit(5.0):
+            started.set()
             await asyncio.sleep(5)
 
     async def main() -> None:
         watch = DeadlineWatch(resolution_s=0.005)
-        task = asyncio.create_task(guarded(watch))
-        await asyncio.sleep(0.01)
+        started = asyncio.Event()
+        task = asyncio.create_task(guarded(watch, started))
+        await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
