@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.corpus import mixed_corpus  # noqa: E402
 from bench.harness import gateway_process, percentile  # noqa: E402
 from bench.loadgen import post_each  # noqa: E402
-from providers.bundled import resolve_bundled  # noqa: E402
+from providers.local.bundled import resolve_bundled  # noqa: E402
 
 
 def bare_texts_per_second(texts: list[str], batch_size: int) -> float:

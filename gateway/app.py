@@ -14,21 +14,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from gateway.accounting import Accounting
+from gateway.usage.accounting import Accounting
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
-from gateway.handlers import ApiHandlers
-from gateway.ledger import UsageLedger
-from gateway.metrics import Metrics
-from gateway.middleware import GatewayMiddleware
-from gateway.ops import OpsHandlers
+from gateway.http.api import ApiHandlers
+from gateway.usage.ledger import UsageLedger
+from gateway.usage.metrics import Metrics
+from gateway.http.dispatch import GatewayMiddleware
+from gateway.http.ops import OpsHandlers
 from gateway.ratelimit import RateLimiter
-from gateway.routing import Router
+from gateway.routing.router import Router
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import EmbeddingService
 from providers.base import ProviderError
-from providers.microbatch import MicroBatcher
+from providers.local.microbatch import MicroBatcher
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -39,7 +39,7 @@ class GatewayApp(Starlette):
     """Starlette with the gateway's layer outermost, outside Starlette's own error layer.
 
     The gateway layer answers every error itself, and serves the hot API routes without
-    the Starlette layers at all (:mod:`gateway.call` says why).
+    the Starlette layers at all (:mod:`gateway.http.call` says why).
     """
 
     def __init__(self, *, outermost: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:

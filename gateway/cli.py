@@ -150,7 +150,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     from gateway.errors import InvalidRequest
-    from gateway.usage_report import LedgerError, format_usage_table, parse_since, read_usage
+    from gateway.usage.report import LedgerError, format_usage_table, parse_since, read_usage
 
     config = _load(_config_path(args.config))
     if config is None:

@@ -17,7 +17,7 @@ import numpy as np
 from gateway.batching import Batch, Budget, merge_results, run_batches, split_batches
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.routing import Router, SpacePin
+from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest
 from gateway.validation import check_count, check_options, check_output, check_token_ids, check_token_limits
@@ -29,7 +29,7 @@ from providers.base import (
     NativeEncoding,
     UpstreamResponseError,
 )
-from providers.wire import estimate_tokens
+from providers.upstream.wire import estimate_tokens
 
 __all__ = ["EmbeddingService", "RequestTrace", "Served"]
 

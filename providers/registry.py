@@ -19,9 +19,9 @@ __all__ = ["ENTRY_POINT_GROUP", "UnknownProvider", "available", "load_provider_c
 ENTRY_POINT_GROUP = "embedding_gateway.providers"
 
 _BUILTIN: dict[str, str] = {
-    "onnx": "providers.onnx:OnnxProvider",
-    "openai": "providers.openai:OpenAIProvider",
-    "perplexity": "providers.perplexity:PerplexityProvider",
+    "onnx": "providers.local.onnx:OnnxProvider",
+    "openai": "providers.upstream.openai:OpenAIProvider",
+    "perplexity": "providers.upstream.perplexity:PerplexityProvider",
 }
 
 

@@ -323,7 +323,7 @@ def wait_for(check: Any, what: str, timeout: float = 20.0) -> None:
 
 
 def test_an_unwritable_ledger_never_costs_a_request(upstreams: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.ledger")
+    caplog.set_level(logging.WARNING, logger="gateway.usage.ledger")
     oai, _ = upstreams
     db = tmp_path / "sick.db"
     config = make_config({"oai": oai_alias(oai.base_url)}, usage={"ledger": f"sqlite:///{db}"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from gateway.backoff import Backoff
-from gateway.breaker import Breaker, BreakerSettings
+from gateway.routing.backoff import Backoff
+from gateway.routing.breaker import Breaker, BreakerSettings
 
 
 class FakeClock:

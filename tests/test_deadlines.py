@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.deadlines import DeadlineWatch
+from gateway.routing.deadlines import DeadlineWatch
 
 
 def test_a_call_past_its_limit_gets_timeout_error() -> None:

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.ledger import LedgerError, UsageLedger, UsageRecord, ledger_path
-from gateway.usage_report import query_usage
+from gateway.usage.ledger import LedgerError, UsageLedger, UsageRecord, ledger_path
+from gateway.usage.report import query_usage
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ async def test_a_dropped_table_is_counted_logged_and_recovered(
     other = sqlite3.connect(db)
     other.execute("DROP TABLE usage")
     other.close()
-    caplog.set_level(logging.WARNING, logger="gateway.ledger")
+    caplog.set_level(logging.WARNING, logger="gateway.usage.ledger")
     for n in range(1, 6):
         assert ledger.record(make_record(n))
     await ledger.flush()

@@ -53,7 +53,7 @@ def test_request_id_is_echoed(client: httpx.Client) -> None:
 def test_token_ids_give_the_text_vector(client: httpx.Client, reference: dict[str, Any]) -> None:
     from tokenizers import Tokenizer
 
-    from providers.bundled import resolve_bundled
+    from providers.local.bundled import resolve_bundled
 
     _, _, tokenizer_path = resolve_bundled("all-MiniLM-L6-v2")
     tokenizer = Tokenizer.from_file(str(tokenizer_path))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from providers.base import ProviderOverloaded
-from providers.microbatch import MicroBatcher
+from providers.local.microbatch import MicroBatcher
 
 
 def row_of(sequence: np.ndarray) -> np.ndarray:

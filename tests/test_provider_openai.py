@@ -29,8 +29,8 @@ from providers.base import (
     UpstreamResponseError,
 )
 from providers.base import UpstreamRateLimited
-from providers.http import parse_retry_after
-from providers.openai import OpenAIProvider
+from providers.upstream.client import parse_retry_after
+from providers.upstream.openai import OpenAIProvider
 
 KEY = "sk-test-0123456789abcdef"
 MINI = "fake-minilm"

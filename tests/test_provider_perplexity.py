@@ -23,7 +23,7 @@ from providers.base import (
     UpstreamResponseError,
 )
 from providers.base import UpstreamRateLimited
-from providers.perplexity import PerplexityProvider
+from providers.upstream.perplexity import PerplexityProvider
 
 KEY = "pplx-secret-0123456789"
 PPLX = "pplx-embed-v1-0.6b"

@@ -12,7 +12,7 @@ from gateway.config import ConfigError, parse_config
 from providers.registry import ENTRY_POINT_GROUP, UnknownProvider, available, load_provider_class
 
 PLUGIN = '''
-from providers.onnx import OnnxProvider
+from providers.local.onnx import OnnxProvider
 
 
 class EchoModelProvider(OnnxProvider):

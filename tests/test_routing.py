@@ -23,8 +23,8 @@ from fakes.server import RunningServer, run_in_thread
 from fakes.vectors import fake_vector
 from gateway.app import create_app
 from gateway.errors import NoDeploymentAvailable
-from gateway.metrics import Metrics
-from gateway.routing import Router, SpacePin
+from gateway.usage.metrics import Metrics
+from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasRuntime, DeploymentRuntime, build_runtime
 from providers.base import (
     EmbeddingResult,

@@ -17,7 +17,7 @@ import pytest
 from conftest import make_config
 from fakes.server import run_in_thread
 from gateway.app import create_app
-from gateway.handlers import ApiHandlers
+from gateway.http.api import ApiHandlers
 from gateway.service import EmbeddingService
 
 MODELS = {"remote": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "dimensions": 8}}

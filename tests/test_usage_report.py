@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.ledger import LedgerError, UsageLedger, UsageRecord
-from gateway.usage_report import format_usage_table, parse_since, parse_time, read_usage
+from gateway.usage.ledger import LedgerError, UsageLedger, UsageRecord
+from gateway.usage.report import format_usage_table, parse_since, parse_time, read_usage
 
 
 @pytest.fixture

@@ -13,15 +13,16 @@ from typing import Any, Mapping
 
 import yaml
 
-from gateway.breaker import DEFAULT_BREAKER_COOLDOWN_S, DEFAULT_BREAKER_FAILURES
-from gateway.config_reader import Reader
-from gateway.envsubst import substitute
+from gateway.config.reader import Reader
+from gateway.config.envsubst import substitute
 from providers.registry import UnknownProvider, load_provider_class
 
 __all__ = [
     "AliasConfig",
     "AuthConfig",
     "ConfigError",
+    "DEFAULT_BREAKER_COOLDOWN_S",
+    "DEFAULT_BREAKER_FAILURES",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DeploymentConfig",
     "GatewayConfig",
@@ -31,6 +32,11 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+#: A deployment's circuit opens after this many consecutive failures (0: never)...
+DEFAULT_BREAKER_FAILURES = 5
+#: ...and lets one probe through after this many seconds.
+DEFAULT_BREAKER_COOLDOWN_S = 30.0
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
-from gateway.body import read_json
-from gateway.call import ApiCall
+from gateway.http.body import read_json
+from gateway.http.call import ApiCall
 from gateway.config import GatewayConfig, KeyConfig
 from gateway.ratelimit import RateDecision, RateLimiter
 from gateway.runtime import Runtime
@@ -26,7 +26,7 @@ from gateway.schema import (
     parse_embeddings_request,
 )
 from gateway.service import EmbeddingService, RequestTrace, Served
-from providers.wire import estimate_tokens
+from providers.upstream.wire import estimate_tokens
 
 __all__ = ["ApiHandlers", "json_response"]
 

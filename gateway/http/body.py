@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect
 
-from gateway.call import ApiCall
+from gateway.http.call import ApiCall
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["read_json"]

@@ -3,7 +3,7 @@
 Every embeddings request would otherwise build a Starlette ``Request``, its header map
 and its ``State`` wrapper, and pass Starlette's error middleware, route table and
 per-route wrappers: a fixed cost that was a large share of what the gateway adds per
-request. :class:`GatewayMiddleware <gateway.middleware.GatewayMiddleware>` hands the hot
+request. :class:`GatewayMiddleware <gateway.http.dispatch.GatewayMiddleware>` hands the hot
 routes an :class:`ApiCall` directly; Starlette routes reach the same handlers through
 :meth:`ApiCall.of`.
 """

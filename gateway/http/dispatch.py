@@ -13,7 +13,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.call import ApiCall
+from gateway.http.call import ApiCall
 from gateway.errors import error_response, status_of
 
 __all__ = ["GatewayMiddleware", "REQUEST_ID_HEADER"]

@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.errors import NotFound, ServiceOverloaded
-from gateway.handlers import json_response
-from gateway.ledger import LedgerError, UsageLedger
-from gateway.metrics import Metrics
-from gateway.openapi import openapi_document
+from gateway.http.api import json_response
+from gateway.usage.ledger import LedgerError, UsageLedger
+from gateway.usage.metrics import Metrics
+from gateway.http.openapi import openapi_document
 from gateway.runtime import Runtime
-from gateway.usage_report import parse_time
+from gateway.usage.report import parse_time
 
 __all__ = ["OpsHandlers"]
 

@@ -23,17 +23,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from gateway.config import DEFAULT_BREAKER_COOLDOWN_S, DEFAULT_BREAKER_FAILURES
+
 __all__ = [
     "Breaker",
     "BreakerSettings",
     "BreakerState",
-    "DEFAULT_BREAKER_COOLDOWN_S",
-    "DEFAULT_BREAKER_FAILURES",
     "Permit",
 ]
 
-DEFAULT_BREAKER_FAILURES = 5
-DEFAULT_BREAKER_COOLDOWN_S = 30.0
 
 BreakerState = Literal["closed", "open", "half-open"]
 Clock = Callable[[], float]

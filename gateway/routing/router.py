@@ -27,9 +27,9 @@ any other ProviderError            no            yes        yes
     a status such as 404: the same deployment would most likely answer the same way.
 
 ``retries`` is the number of extra attempts on one deployment before moving on; waits
-grow exponentially with full jitter (:mod:`gateway.backoff`). A request's deadline
+grow exponentially with full jitter (:mod:`gateway.routing.backoff`). A request's deadline
 (the alias's ``timeout_s``) bounds everything: each attempt may take at most
-``min(deployment timeout_s, time left)`` (enforced by :mod:`gateway.deadlines`, at most
+``min(deployment timeout_s, time left)`` (enforced by :mod:`gateway.routing.deadlines`, at most
 10 ms late), and when nothing is left the request fails with ``ProviderTimeout`` (504).
 When every deployment failed, the last error is raised as it is, so a 429 keeps its
 Retry-After.
@@ -48,11 +48,11 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from gateway.backoff import Backoff
-from gateway.breaker import Breaker, BreakerSettings, Permit
-from gateway.deadlines import DeadlineWatch
+from gateway.routing.backoff import Backoff
+from gateway.routing.breaker import Breaker, BreakerSettings, Permit
+from gateway.routing.deadlines import DeadlineWatch
 from gateway.errors import NoDeploymentAvailable
-from gateway.metrics import Metrics
+from gateway.usage.metrics import Metrics
 from gateway.runtime import AliasRuntime, DeploymentRuntime
 from providers.base import (
     EmbeddingResult,

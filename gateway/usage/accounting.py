@@ -11,13 +11,13 @@ import logging
 import time
 from typing import Any
 
-from gateway.ledger import UsageLedger, UsageRecord
-from gateway.metrics import Metrics
+from gateway.usage.ledger import UsageLedger, UsageRecord
+from gateway.usage.metrics import Metrics
 from gateway.service import RequestTrace, Served
 
 __all__ = ["ACCOUNTED_PATHS", "Accounting"]
 
-logger = logging.getLogger("gateway.accounting")
+logger = logging.getLogger("gateway.usage.accounting")
 
 #: Routes whose requests are billed and counted.
 ACCOUNTED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/contextualizedembeddings"})

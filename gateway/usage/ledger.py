@@ -21,11 +21,11 @@ from typing import Any, Callable, NamedTuple
 
 import orjson
 
-from gateway.usage_report import LedgerError, ledger_path, query_usage
+from gateway.usage.report import LedgerError, ledger_path, query_usage
 
 __all__ = ["LedgerError", "UsageLedger", "UsageRecord", "ledger_path"]
 
-logger = logging.getLogger("gateway.ledger")
+logger = logging.getLogger("gateway.usage.ledger")
 
 DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_BATCH_ROWS = 500

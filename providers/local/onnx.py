@@ -26,8 +26,8 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from providers.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
-from providers.microbatch import MicroBatcher
+from providers.local.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
+from providers.local.microbatch import MicroBatcher
 
 __all__ = ["OnnxEmbedder", "OnnxProvider"]
 

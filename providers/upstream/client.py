@@ -5,7 +5,7 @@ is aiohttp's pool under httpx's interface (``httpx-aiohttp``, as LiteLLM does): 
 pool costs several times more CPU per request once many are in flight (encode/httpx#3215),
 and a gateway pays that on every request. Every call goes through
 :meth:`UpstreamClient.post_json`, so transport errors and error statuses become provider
-exceptions in one place (:mod:`providers.upstream_errors`, whose docstring holds the table).
+exceptions in one place (:mod:`providers.upstream.errors`, whose docstring holds the table).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from providers.base import (
     ProviderUnavailable,
     UpstreamResponseError,
 )
-from providers.upstream_errors import (
+from providers.upstream.errors import (
     Redactor,
     error_for_status,
     parse_retry_after,

@@ -30,7 +30,7 @@ Options (deployment keys of this provider, all optional):
 ``send_user``
     Forward the request's ``user``. Default true.
 
-Errors are translated in ``providers.http`` (its docstring holds the table).
+Errors are translated in ``providers.upstream.client`` (its docstring holds the table).
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ from providers.base import (
     EmbedOptions,
     InvalidInput,
 )
-from providers.http import (
+from providers.upstream.client import (
     UpstreamClient,
     check_bool,
     check_positive_int,
     check_url,
     is_whole,
 )
-from providers.wire import (
+from providers.upstream.wire import (
     answer_object,
     decode_rows,
     estimate_tokens,

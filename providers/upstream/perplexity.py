@@ -22,7 +22,7 @@ Options (deployment keys of this provider, all optional):
 ``max_connections``
     Connections pooled (and kept alive) to the upstream. Default 100.
 
-Errors are translated in ``providers.http`` (its docstring holds the table).
+Errors are translated in ``providers.upstream.client`` (its docstring holds the table).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from providers.base import (
     InvalidInput,
     NativeEncoding,
 )
-from providers.http import (
+from providers.upstream.client import (
     UpstreamClient,
     check_positive_int,
     check_url,
     is_whole,
 )
-from providers.wire import answer_object, decode_rows, estimate_tokens, ordered_items, read_usage
+from providers.upstream.wire import answer_object, decode_rows, estimate_tokens, ordered_items, read_usage
 
 __all__ = ["DEFAULT_BASE_URL", "MODEL_DIMENSIONS", "PerplexityProvider"]
 

@@ -1,0 +1,37 @@
+"""The config file (DESIGN.md section 2) read into frozen, typed objects.
+
+Nothing outside this package reads YAML or the environment; it imports nothing of
+``gateway`` but ``errors``.
+"""
+
+from gateway.config.settings import (
+    DEFAULT_BREAKER_COOLDOWN_S,
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    AliasConfig,
+    AuthConfig,
+    ConfigError,
+    DeploymentConfig,
+    GatewayConfig,
+    KeyConfig,
+    ServerConfig,
+    UsageConfig,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "AliasConfig",
+    "AuthConfig",
+    "ConfigError",
+    "DEFAULT_BREAKER_COOLDOWN_S",
+    "DEFAULT_BREAKER_FAILURES",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DeploymentConfig",
+    "GatewayConfig",
+    "KeyConfig",
+    "ServerConfig",
+    "UsageConfig",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,1 @@
+"""Choosing and calling a deployment: the router, circuit breakers, backoff and deadlines."""

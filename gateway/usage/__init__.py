@@ -1,0 +1,1 @@
+"""After the answer: accounting, the usage ledger, usage reports and metrics."""
