@@ -28,6 +28,7 @@ import numpy.typing as npt
 __all__ = [
     "Capabilities",
     "EmbeddingResult",
+    "InputType",
     "InvalidInput",
     "NativeEncoding",
     "Provider",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 NativeEncoding = Literal["float", "int8", "binary"]
+#: What an input is for, to retrieval models that embed the two differently.
+InputType = Literal["query", "document"]
 #: One input: a text, or a list of token ids in the backend's own vocabulary.
 EmbedInput = str | list[int]
 
@@ -120,6 +123,8 @@ class Capabilities:
     native_dimensions: tuple[int, int] | None = None
     native_encodings: frozenset[NativeEncoding] = frozenset({"float"})
     contextualized: bool = False
+    #: The backend embeds a query and a document differently (it honours ``input_type``).
+    input_type: bool = False
     #: The backend computes on this machine (the gateway caps requests to protect it).
     in_process: bool = False
     #: Options the backend understands in ``extra_body``; ``None`` means "forward anything".
@@ -139,6 +144,9 @@ class EmbedOptions:
     extra_body: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
     timeout_s: float | None = None
+    #: ``query`` or ``document`` (the deployment's default already applied), or None: the
+    #: provider's own default.
+    input_type: InputType | None = None
 
 
 @dataclass(kw_only=True, slots=True)
