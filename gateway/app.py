@@ -1,71 +1,34 @@
-"""The app factory: one Starlette app per config, with its lifespan."""
+"""The composition root: builds the gateway's objects from a config and wires them into
+one ASGI app (the front door, its route table and its lifespan)."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import logging
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
-
-from gateway.usage.accounting import Accounting
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.http.api import ApiHandlers
-from gateway.usage.ledger import UsageLedger
-from gateway.usage.metrics import Metrics
-from gateway.http.dispatch import GatewayMiddleware
+from gateway.http.dispatch import FrontDoor
 from gateway.http.ops import OpsHandlers
+from gateway.http.routes import Route, RouteTable
 from gateway.ratelimit import RateLimiter
 from gateway.routing.router import Router
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import EmbeddingService
-from providers.base import ProviderError
+from gateway.usage.accounting import Accounting
+from gateway.usage.ledger import UsageLedger
+from gateway.usage.metrics import Metrics
 from providers.local.microbatch import MicroBatcher
 
 __all__ = ["GatewayApp", "create_app"]
 
 logger = logging.getLogger("gateway")
 
-
-class GatewayApp(Starlette):
-    """Starlette with the gateway's layer outermost, outside Starlette's own error layer.
-
-    The gateway layer answers every error itself, and serves the hot API routes without
-    the Starlette layers at all (:mod:`gateway.http.call` says why).
-    """
-
-    def __init__(self, *, outermost: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._outermost = outermost
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return self._outermost(super().build_middleware_stack())
-
-
-def _request_id(request: Request) -> str | None:
-    request_id: str | None = request.scope.get("state", {}).get("request_id")
-    return request_id
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-    else:
-        error = NotFound(f"no route {request.method} {request.url.path}")
-    return error_response(error, request_id=_request_id(request))
-
-
-async def _gateway_exception(request: Request, exc: Exception) -> Response:
-    return error_response(exc, request_id=_request_id(request))
+#: The ASGI app :func:`create_app` returns; ``lifespan_context()`` runs its lifespan by hand.
+GatewayApp = FrontDoor
 
 
 def _watch_local_models(runtime: Runtime, metrics: Metrics) -> None:
@@ -106,8 +69,8 @@ def create_app(
         metrics.watch_ledger(ledger)
     auth = Authenticator(config.auth)
     router = Router(metrics)
-    service = EmbeddingService(runtime, router)
-    api = ApiHandlers(config, runtime, service, auth=auth, limiter=RateLimiter())
+    service = EmbeddingService(runtime, router, limiter=RateLimiter())
+    api = ApiHandlers(config, runtime, service, auth=auth)
     ops = OpsHandlers(
         runtime, auth=auth, metrics=metrics, ledger=ledger,
         breaker_states=lambda: {d.name: router.breaker_for(d).state for d in runtime.deployments},
@@ -117,7 +80,7 @@ def create_app(
     accounting = Accounting(ledger=ledger, metrics=metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Any = None) -> AsyncIterator[None]:
         if ledger is not None:
             await ledger.start()
         try:
@@ -134,43 +97,15 @@ def create_app(
             logger.info("gateway stopped cleanly")
 
     routes = [
-        Route("/v1/embeddings", api.embeddings_route, methods=["POST"]),
-        Route("/embeddings", api.embeddings_route, methods=["POST"]),
-        Route("/v1/contextualizedembeddings", api.contextualized_route, methods=["POST"]),
-        Route("/v1/models", api.models, methods=["GET"]),
-        Route("/v1/usage", ops.usage, methods=["GET"]),
-        Route("/healthz", ops.healthz, methods=["GET"]),
-        Route("/readyz", ops.readyz, methods=["GET"]),
-        Route("/openapi.json", ops.openapi, methods=["GET"]),
+        Route("POST", "/v1/embeddings", api.embeddings, billed=True),
+        Route("POST", "/embeddings", api.embeddings, billed=True),
+        Route("POST", "/v1/contextualizedembeddings", api.contextualized, billed=True),
+        Route("GET", "/v1/models", api.models),
+        Route("GET", "/v1/usage", ops.usage),
+        Route("GET", "/healthz", ops.healthz),
+        Route("GET", "/readyz", ops.readyz),
+        Route("GET", "/openapi.json", ops.openapi),
     ]
     if metrics is not None:
-        routes.append(Route("/metrics", ops.metrics_text, methods=["GET"]))
-    hot_routes = {
-        ("POST", "/v1/embeddings"): api.embeddings,
-        ("POST", "/embeddings"): api.embeddings,
-        ("POST", "/v1/contextualizedembeddings"): api.contextualized,
-    }
-
-    def outermost(inner: ASGIApp) -> ASGIApp:
-        return GatewayMiddleware(
-            inner, log_format=log_format, on_complete=accounting.complete, hot_routes=hot_routes
-        )
-
-    app = GatewayApp(
-        outermost=outermost,
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            HTTPException: _http_exception,
-            GatewayError: _gateway_exception,
-            ProviderError: _gateway_exception,
-            # Starlette's last-resort layer answers with this, in OpenAI's error shape, then
-            # re-raises for the gateway layer outside it (which logs nothing more).
-            Exception: _gateway_exception,
-        },
-    )
-    app.state.runtime = runtime
-    app.state.api = api
-    app.state.metrics = metrics
-    app.state.ledger = ledger
-    return app
+        routes.append(Route("GET", "/metrics", ops.metrics_text))
+    return FrontDoor(RouteTable(routes), lifespan=lifespan, log_format=log_format, on_complete=accounting.complete)

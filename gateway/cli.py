@@ -131,7 +131,7 @@ async def _embed_once(config: GatewayConfig, model: str, texts: list[str], encod
     body: dict[str, object] = {"model": model, "input": texts[0] if len(texts) == 1 else texts}
     if encoding:
         body["encoding_format"] = encoding
-    async with app.router.lifespan_context(app):
+    async with app.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             response = await client.post("/v1/embeddings", json=body)

@@ -1,22 +1,24 @@
-"""The embeddings pipeline, once, for every provider alike.
+"""The embeddings pipeline, once, for every provider alike, in one direction.
 
-validate against the alias → count tokens where limits need it → split into batches →
-route each batch → bring each batch to the requested form → merge in input order →
-encode → response and usage.
+resolve the alias → cheap checks (counts, token ids, output) → count tokens once, where a
+limit or the key's token rate needs it → admit (rate limits, with that count) → split into
+batches → route each batch → bring each batch to the requested form → merge in input
+order → encode → ``Served`` (what the answer and the usage ledger need).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from gateway.batching import Batch, Budget, merge_results, run_batches, split_batches
+from gateway.config import KeyConfig
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.ratelimit import RateLimiter
+from gateway.record import BatchTrace, RequestRecord, RequestTrace, Served
 from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest
@@ -37,70 +39,17 @@ __all__ = ["EmbeddingService", "RequestTrace", "Served"]
 BATCH_CONCURRENCY = 4
 #: Requests this size or smaller are counted on the event loop; larger ones in a thread.
 _INLINE_COUNT = 16
-_INDEX = re.compile(r"input\[(\d+)\]")
 
-
-@dataclass(slots=True)
-class RequestTrace:
-    """What a request went through so far, kept even when it fails (for the usage ledger)."""
-
-    attempts: int = 0
-    deployments: list[str] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
-
-    def tried(self, deployment: DeploymentRuntime) -> None:
-        self.attempts += 1
-        if deployment.name not in self.deployments:
-            self.deployments.append(deployment.name)
-            self.providers.append(deployment.config.provider)
-
-
-@dataclass(kw_only=True, slots=True)
-class Served:
-    """An answered request: the pieces the HTTP layer and the usage ledger need.
-
-    ``deployment``, ``provider`` and ``upstream_model`` name what served it: one name, or
-    several joined by commas (in the order first used) when its batches went to several.
-    """
-
-    alias: str
-    vectors: list[Any]
-    prompt_tokens: int
-    tokens_estimated: bool
-    cost_usd: float | None
-    deployment: str
-    provider: str
-    upstream_model: str
-    attempts: int
-    fallbacks: int
-    inputs: int
-    #: Chunks per document, for the contextualized endpoint's nested answer.
-    groups: list[int] = field(default_factory=list)
-
-    def usage(self) -> dict[str, Any]:
-        usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}
-        if self.cost_usd is not None:
-            usage["cost"] = {"input_cost": self.cost_usd, "total_cost": self.cost_usd, "currency": "USD"}
-        return usage
-
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        """The response headers that tell what served the request (names from the config
-        are sent as UTF-8: HTTP headers carry bytes, and a name outside Latin-1 must not
-        turn answered requests into errors)."""
-        headers = [
-            (b"x-gateway-deployment", self.deployment.encode()),
-            (b"x-gateway-provider", self.provider.encode()),
-            (b"x-gateway-attempts", str(self.attempts).encode()),
-        ]
-        if self.tokens_estimated:
-            headers.append((b"x-gateway-usage-estimated", b"true"))
-        return headers
+AnyRequest = EmbeddingsRequest | ContextualizedRequest
 
 
 class EmbeddingService:
-    def __init__(self, runtime: Runtime, router: Router) -> None:
+    """Serves parsed requests; ``limiter`` admits each one once its tokens are counted."""
+
+    def __init__(self, runtime: Runtime, router: Router, *, limiter: RateLimiter | None = None) -> None:
         self.runtime = runtime
         self.router = router
+        self.limiter = limiter or RateLimiter()
 
     def resolve(self, model: str) -> AliasRuntime:
         alias = self.runtime.aliases.get(model)
@@ -121,7 +70,7 @@ class EmbeddingService:
         return [estimate_tokens(item) for item in inputs], True
 
     async def embed(
-        self, request: EmbeddingsRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
+        self, request: EmbeddingsRequest, *, record: RequestRecord, key: KeyConfig | None = None
     ) -> Served:
         alias = self.resolve(request.model)
         limits = alias.limits()
@@ -135,17 +84,22 @@ class EmbeddingService:
         )
         if request.extra_body:
             check_options(alias, request.extra_body)
-        max_inputs, max_tokens = limits.batch_inputs, limits.batch_tokens
         budgets: list[Budget] = []
-        if self._counting_needed(alias, limits, len(inputs)):
+        charged = 0
+        metered = key is not None and key.tpm is not None
+        if metered or self._counting_needed(alias, limits, len(inputs)):
             counts, estimated = await self.count_tokens(alias, inputs)
             check_token_limits(alias, counts, estimated=estimated)
-            budgets.append(Budget(counts, max_tokens))
-        batches = split_batches(len(inputs), max_items=max_inputs, budgets=budgets)
-        return await self._serve(alias, inputs, batches, request, width, request_id, trace or RequestTrace())
+            budgets.append(Budget(counts, limits.batch_tokens))
+            charged = sum(counts)
+        self._admit(record, key, charged)
+        batches = split_batches(len(inputs), max_items=limits.batch_inputs, budgets=budgets)
+        served = await _RequestRun(self.router, alias, request, record, width).serve(inputs, batches)
+        self._settle(key, served, charged)
+        return served
 
     async def embed_contextualized(
-        self, request: ContextualizedRequest, *, request_id: str | None = None, trace: RequestTrace | None = None
+        self, request: ContextualizedRequest, *, record: RequestRecord, key: KeyConfig | None = None
     ) -> Served:
         alias = self.resolve(request.model)
         if not all(d.capabilities.contextualized for d in alias.deployments):
@@ -170,14 +124,27 @@ class EmbeddingService:
         tokens = [sum(estimate_tokens(chunk) for chunk in doc) for doc in documents]
         _, max_tokens = alias.batch_limits()
         check_token_limits(alias, tokens, estimated=True)
+        charged = sum(tokens) if key is not None and key.tpm is not None else 0
+        self._admit(record, key, charged)
         batches = split_batches(
             len(documents),
             max_items=max_documents,
             budgets=[Budget(chunk_counts, max_chunks), Budget(tokens, max_tokens)],
         )
-        served = await self._serve(alias, documents, batches, request, width, request_id, trace or RequestTrace())
+        served = await _RequestRun(self.router, alias, request, record, width).serve(documents, batches)
         served.groups = chunk_counts
+        self._settle(key, served, charged)
         return served
+
+    def _admit(self, record: RequestRecord, key: KeyConfig | None, tokens: int) -> None:
+        """The key's rate limits, charged ``tokens`` (the count the checks above made)."""
+        if key is not None and (key.rpm is not None or key.tpm is not None):
+            record.rate_headers = self.limiter.check(key, tokens).headers
+
+    def _settle(self, key: KeyConfig | None, served: Served, charged: int) -> None:
+        """Charge the key what the backends really counted, now that it is known."""
+        if key is not None and key.tpm is not None:
+            self.limiter.adjust_tokens(key, served.prompt_tokens - charged)
 
     def _counting_needed(self, alias: AliasRuntime, limits: AliasLimits, count: int) -> bool:
         """Counting tokens is not free: only when a token limit could be reached."""
@@ -185,67 +152,86 @@ class EmbeddingService:
             return True
         return count * limits.max_input_tokens > min(alias.max_request_tokens, limits.batch_tokens)
 
-    async def _serve(
-        self,
-        alias: AliasRuntime,
-        items: Sequence[Any],
-        batches: Sequence[Batch],
-        request: EmbeddingsRequest | ContextualizedRequest,
-        width: int,
-        request_id: str | None,
-        trace: RequestTrace,
-    ) -> Served:
-        target = _native_encoding(request.encoding_format)
-        contextualized = isinstance(request, ContextualizedRequest)
-        served_by: list[tuple[DeploymentRuntime, int, int]] = []
-        pin = SpacePin()
-        deadline = self.router.deadline(alias)
 
-        async def run_batch(batch: Batch) -> EmbeddingResult:
-            chunk = items[batch.start : batch.stop]
+class _RequestRun:
+    """One request on its way through the router: its batches, each routed on its own,
+    all held to one vector space and one deadline, every attempt traced."""
 
-            async def attempt(deployment: DeploymentRuntime) -> EmbeddingResult:
-                trace.tried(deployment)
-                options = _options(deployment, request, target, request_id)
-                if contextualized:
-                    result = await deployment.provider.embed_contextualized(chunk, options)
-                    expected = sum(len(doc) for doc in chunk)
-                else:
-                    result = await deployment.provider.embed(chunk, options)
-                    expected = len(chunk)
-                if result.vectors.shape[0] != expected:
-                    raise UpstreamResponseError(
-                        f"deployment {deployment.name!r} returned {result.vectors.shape[0]} vectors for {expected} inputs"
-                    )
-                return result
+    def __init__(
+        self, router: Router, alias: AliasRuntime, request: AnyRequest, record: RequestRecord, width: int
+    ) -> None:
+        self.router = router
+        self.alias = alias
+        self.request = request
+        self.request_id = record.request_id
+        self.trace = record.trace = RequestTrace()
+        self.width = width
+        self.target = _native_encoding(request.encoding_format)
+        self.contextualized = isinstance(request, ContextualizedRequest)
+        self.pin = SpacePin()
+        self.deadline = router.deadline(alias)
 
-            try:
-                routed = await self.router.run(alias, attempt, pin=pin, deadline=deadline)
-            except InvalidInput as exc:
-                raise _shifted(exc, batch.start) from None
-            served_by.append((routed.deployment, routed.attempts, routed.fallbacks))
-            return _finish(routed.result, target, width, requested=request.dimensions, alias=alias.name)
-
-        result = merge_results(await run_batches(batches, run_batch, concurrency=BATCH_CONCURRENCY))
-        deployments = [d for d, _, _ in served_by]
-        attempts = fallbacks = 0
-        for _, tried, moved in served_by:
-            attempts += tried
-            fallbacks += moved
+    async def serve(self, items: Sequence[Any], batches: Sequence[Batch]) -> Served:
+        routed = await run_batches(
+            batches, lambda batch: self._run_batch(items, batch), concurrency=BATCH_CONCURRENCY
+        )
+        result = merge_results([r for r, _, _, _ in routed])
+        deployments = [d for _, d, _, _ in routed]
         deployment, provider, upstream_model = _names(deployments)
         return Served(
-            alias=alias.name,
-            vectors=encode_rows(result.vectors, request.encoding_format, native=result.encoding),
+            alias=self.alias.name,
+            vectors=encode_rows(result.vectors, self.request.encoding_format, native=result.encoding),
             prompt_tokens=int(result.prompt_tokens or 0),
             tokens_estimated=result.tokens_estimated,
             cost_usd=_cost(result, deployments),
             deployment=deployment,
             provider=provider,
             upstream_model=upstream_model,
-            attempts=attempts,
-            fallbacks=fallbacks,
+            attempts=sum(attempts for _, _, attempts, _ in routed),
+            fallbacks=sum(fallbacks for _, _, _, fallbacks in routed),
             inputs=len(items),
         )
+
+    async def _run_batch(
+        self, items: Sequence[Any], batch: Batch
+    ) -> tuple[EmbeddingResult, DeploymentRuntime, int, int]:
+        chunk = items[batch.start : batch.stop]
+        trace = self.trace.batch(batch.start, batch.stop)
+        try:
+            routed = await self.router.run(
+                self.alias, _BatchCall(self, chunk), pin=self.pin, deadline=self.deadline, trace=trace
+            )
+        except InvalidInput as exc:
+            exc.shift(batch.start)  # the backend counted from the batch's start; the client from its own
+            raise
+        request = self.request
+        result = _finish(routed.result, self.target, self.width, requested=request.dimensions, alias=self.alias.name)
+        return result, routed.deployment, routed.attempts, routed.fallbacks
+
+
+class _BatchCall:
+    """One batch's call of a deployment (the router's ``attempt``), checked for its count."""
+
+    __slots__ = ("run", "chunk")
+
+    def __init__(self, run: _RequestRun, chunk: Sequence[Any]) -> None:
+        self.run = run
+        self.chunk = chunk
+
+    async def __call__(self, deployment: DeploymentRuntime) -> EmbeddingResult:
+        run, chunk = self.run, self.chunk
+        options = _options(deployment, run.request, run.target, run.request_id)
+        if run.contextualized:
+            result = await deployment.provider.embed_contextualized(chunk, options)
+            expected = sum(len(doc) for doc in chunk)
+        else:
+            result = await deployment.provider.embed(chunk, options)
+            expected = len(chunk)
+        if result.vectors.shape[0] != expected:
+            raise UpstreamResponseError(
+                f"deployment {deployment.name!r} returned {result.vectors.shape[0]} vectors for {expected} inputs"
+            )
+        return result
 
 
 def _names(deployments: Sequence[DeploymentRuntime]) -> tuple[str, str, str]:
@@ -263,7 +249,7 @@ def _names(deployments: Sequence[DeploymentRuntime]) -> tuple[str, str, str]:
 
 def _options(
     deployment: DeploymentRuntime,
-    request: EmbeddingsRequest | ContextualizedRequest,
+    request: AnyRequest,
     target: NativeEncoding,
     request_id: str | None,
 ) -> EmbedOptions:
@@ -280,17 +266,6 @@ def _options(
         request_id=request_id,
         timeout_s=deployment.config.timeout_s,
     )
-
-
-def _shifted(exc: InvalidInput, offset: int) -> InvalidInput:
-    """An upstream's ``input[i]`` counts within the batch sent; the client counts from its start."""
-    if offset == 0:
-        return exc
-
-    def shift(text: str) -> str:
-        return _INDEX.sub(lambda m: f"input[{int(m.group(1)) + offset}]", text)
-
-    return InvalidInput(shift(exc.message), param=shift(exc.param) if exc.param else None)
 
 
 def _finish(

@@ -28,6 +28,7 @@ import numpy.typing as npt
 __all__ = [
     "Capabilities",
     "EmbeddingResult",
+    "INPUT",
     "InputType",
     "InvalidInput",
     "NativeEncoding",
@@ -54,13 +55,40 @@ InputType = Literal["query", "document"]
 EmbedInput = str | list[int]
 
 
-class ProviderError(Exception):
-    """Base of every error a provider raises."""
+#: Stands for the offending input's position in a :class:`ProviderError`'s message.
+INPUT = "{input}"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+
+class ProviderError(Exception):
+    """Base of every error a provider raises.
+
+    ``index`` is the position of the offending input within the inputs the provider was
+    given, when one input is at fault: ``param`` is then ``input[index]``, and the marker
+    :data:`INPUT` in the message reads the same. A caller that gave the provider a slice
+    moves the position with :meth:`shift`, so the client hears its own.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, index: int | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.param = param
+        self.detail = message
+        self.index = index
+        self._param = param
+
+    @property
+    def message(self) -> str:
+        return self.detail if self.index is None else self.detail.replace(INPUT, f"input[{self.index}]")
+
+    @property
+    def param(self) -> str | None:
+        return self._param if self.index is None else f"input[{self.index}]"
+
+    def shift(self, offset: int) -> None:
+        """Count the offending input from ``offset`` inputs earlier."""
+        if self.index is not None:
+            self.index += offset
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ProviderUnavailable(ProviderError):

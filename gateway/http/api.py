@@ -1,7 +1,8 @@
 """Route handlers of the public API: embeddings, contextualized embeddings, models.
 
-The two embeddings handlers take an :class:`ApiCall` (the middleware dispatches them
-directly); ``models`` is an ordinary Starlette endpoint.
+Each authenticates, reads and parses the body, authorises the alias, and hands the
+request to the pipeline (:mod:`gateway.service`); what it learns goes on the request's
+record as soon as it is known, so even a refused request is accounted under its alias.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import time
 from typing import Any, Callable, TypeVar
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
+from gateway.config import GatewayConfig, KeyConfig
 from gateway.http.body import read_json
 from gateway.http.call import ApiCall
-from gateway.config import GatewayConfig, KeyConfig
-from gateway.ratelimit import RateDecision, RateLimiter
+from gateway.http.responses import JSONBytesResponse, json_response, served_headers
+from gateway.record import RequestRecord, Served
 from gateway.runtime import Runtime
 from gateway.schema import (
     ContextualizedRequest,
@@ -25,135 +26,59 @@ from gateway.schema import (
     parse_contextualized_request,
     parse_embeddings_request,
 )
-from gateway.service import EmbeddingService, RequestTrace, Served
-from providers.upstream.wire import estimate_tokens
+from gateway.service import EmbeddingService
 
-__all__ = ["ApiHandlers", "json_response"]
+__all__ = ["ApiHandlers"]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 ParsedT = TypeVar("ParsedT", EmbeddingsRequest, ContextualizedRequest)
 
 
-class JSONBytesResponse(Response):
-    """A response whose body is already JSON bytes; its headers are built once, as bytes
-    (Starlette's generic header handling is a measurable share of a gateway's request)."""
-
-    media_type = "application/json"
-
-    def __init__(
-        self,
-        body: bytes,
-        *,
-        status_code: int = 200,
-        headers: dict[str, str] | None = None,
-        raw_headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        self.status_code = status_code
-        self.body = body
-        self.background = None
-        raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-        if raw_headers:
-            raw += raw_headers
-        if headers:
-            raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
-        self.raw_headers = raw
-
-
-def json_response(content: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONBytesResponse(orjson.dumps(content, option=_JSON_OPTIONS), status_code=status_code, headers=headers)
-
-
 class ApiHandlers:
-    """The public API. Each handler authenticates, parses, authorises, rate-limits, serves."""
+    """The public API."""
 
     def __init__(
-        self,
-        config: GatewayConfig,
-        runtime: Runtime,
-        service: EmbeddingService,
-        *,
-        auth: Authenticator,
-        limiter: RateLimiter,
+        self, config: GatewayConfig, runtime: Runtime, service: EmbeddingService, *, auth: Authenticator
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.service = service
         self.auth = auth
-        self.limiter = limiter
         self.started_at = int(time.time())
 
-    def _authenticate(self, authorization: str | None, state: dict[str, Any]) -> KeyConfig | None:
-        key = self.auth.authenticate(authorization)
+    def _authenticate(self, call: ApiCall) -> KeyConfig | None:
+        key = self.auth.authenticate(call.header(b"authorization"))
         if key is not None:
-            state["key_id"] = key.id
+            call.record.key_id = key.id
         return key
 
     async def _read(self, call: ApiCall, parse: Callable[[Any], ParsedT]) -> ParsedT:
-        """The parsed body; what it says is put on the request's state as soon as it is
-        known, so even a refused request is accounted under its alias, user and metadata."""
         body = await read_json(call, limit=self.config.server.max_request_bytes)
-        state = call.state
+        record = call.record
         if isinstance(body, dict) and isinstance(body.get("model"), str):
-            state["alias"] = body["model"]
+            record.alias = body["model"]
         parsed = parse(body)
-        state["user"], state["metadata"] = parsed.user, parsed.metadata
+        record.user, record.metadata = parsed.user, parsed.metadata
         return parsed
 
     async def embeddings(self, call: ApiCall) -> Response:
-        state = call.state
-        key = self._authenticate(call.header(b"authorization"), state)
+        key = self._authenticate(call)
         parsed = await self._read(call, parse_embeddings_request)
-        state["inputs"] = len(parsed.inputs)
+        call.record.inputs = len(parsed.inputs)
         self.auth.authorize(key, parsed.model)
-        tokens = 0
-        if key is not None and key.tpm is not None:
-            counts, _ = await self.service.count_tokens(self.service.resolve(parsed.model), parsed.inputs)
-            tokens = sum(counts)
-        decision = self.limiter.check(key, tokens)
-        state["trace"] = trace = RequestTrace()
-        served = await self.service.embed(parsed, request_id=call.request_id, trace=trace)
-        return self._answer(state, key, served, tokens, decision, _flat(served))
+        served = await self.service.embed(parsed, record=call.record, key=key)
+        return _answer(call.record, served, _flat(served))
 
     async def contextualized(self, call: ApiCall) -> Response:
-        state = call.state
-        key = self._authenticate(call.header(b"authorization"), state)
+        key = self._authenticate(call)
         parsed = await self._read(call, parse_contextualized_request)
-        state["inputs"] = sum(len(d) for d in parsed.documents)
+        call.record.inputs = sum(len(d) for d in parsed.documents)
         self.auth.authorize(key, parsed.model)
-        tokens = sum(estimate_tokens(chunk) for doc in parsed.documents for chunk in doc)
-        decision = self.limiter.check(key, tokens if key is not None and key.tpm is not None else 0)
-        state["trace"] = trace = RequestTrace()
-        served = await self.service.embed_contextualized(parsed, request_id=call.request_id, trace=trace)
-        return self._answer(state, key, served, tokens, decision, _nested(served))
+        served = await self.service.embed_contextualized(parsed, record=call.record, key=key)
+        return _answer(call.record, served, _nested(served))
 
-    async def embeddings_route(self, request: Request) -> Response:
-        """``embeddings`` as a Starlette endpoint."""
-        return await self.embeddings(ApiCall.of(request))
-
-    async def contextualized_route(self, request: Request) -> Response:
-        """``contextualized`` as a Starlette endpoint."""
-        return await self.contextualized(ApiCall.of(request))
-
-    def _answer(
-        self,
-        state: dict[str, Any],
-        key: KeyConfig | None,
-        served: Served,
-        charged: int,
-        decision: RateDecision,
-        data: list[dict[str, Any]],
-    ) -> Response:
-        state["served"] = served
-        state["deployment"] = served.deployment
-        if key is not None and key.tpm is not None:
-            self.limiter.adjust_tokens(key, served.prompt_tokens - charged)
-        content = {"object": "list", "data": data, "model": served.alias, "usage": served.usage()}
-        return JSONBytesResponse(
-            orjson.dumps(content, option=_JSON_OPTIONS), raw_headers=served.raw_headers(), headers=decision.headers
-        )
-
-    async def models(self, request: Request) -> Response:
-        key = self._authenticate(request.headers.get("authorization"), request.scope.setdefault("state", {}))
+    async def models(self, call: ApiCall) -> Response:
+        key = self._authenticate(call)
         data = []
         for name, alias in self.runtime.aliases.items():
             if not self.auth.allows(key, name):
@@ -170,6 +95,14 @@ class ApiHandlers:
                 })
             data.append(entry)
         return json_response({"object": "list", "data": data})
+
+
+def _answer(record: RequestRecord, served: Served, data: list[dict[str, Any]]) -> Response:
+    record.served = served
+    content = {"object": "list", "data": data, "model": served.alias, "usage": served.usage()}
+    return JSONBytesResponse(
+        orjson.dumps(content, option=_JSON_OPTIONS), raw_headers=served_headers(served), headers=record.rate_headers
+    )
 
 
 def _flat(served: Served) -> list[dict[str, Any]]:

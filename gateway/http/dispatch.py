@@ -1,5 +1,11 @@
-"""The outermost layer: request ids, the access log line, the last-resort error handler, and
-the direct dispatch of the hot API routes."""
+"""The front door: the one outermost ASGI layer.
+
+Every HTTP request gets an id and a :class:`~gateway.record.RequestRecord`, is matched in
+the one route table, and is answered by its handler; any exception a handler raises is
+turned into OpenAI's error shape here and nowhere else (:func:`gateway.errors.error_response`).
+Then one access-log line, and the ``on_complete`` hook (usage accounting). The lifespan
+protocol goes to Starlette's lifespan machinery.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,26 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, AsyncContextManager, Callable
 
 import orjson
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
+from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.http.call import ApiCall
-from gateway.errors import error_response, status_of
+from gateway.http.routes import RouteTable
+from gateway.record import RequestRecord
 
-__all__ = ["GatewayMiddleware", "REQUEST_ID_HEADER"]
+__all__ = ["FrontDoor", "REQUEST_ID_HEADER"]
 
 REQUEST_ID_HEADER = "x-request-id"
-#: Called once a request is over: (path, request state, status, milliseconds, request id).
-OnComplete = Callable[[str, dict[str, Any], int, float, str], None]
-#: A hot route's handler: the request in, a response with its whole body out.
-HotHandler = Callable[[ApiCall], Awaitable[Response]]
+#: Called once a request is over: its record, status and milliseconds.
+OnComplete = Callable[[RequestRecord, int, float], None]
+Lifespan = Callable[[Any], AsyncContextManager[None]]
 _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("gateway.access")
-
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(1)
@@ -53,104 +60,89 @@ def _has_request_id(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-class GatewayMiddleware:
-    """Gives every request an id, logs one line per request, and turns escaped errors into JSON.
-
-    Handlers normally raise errors that ``app.py`` answers; anything that escapes them
-    still gets OpenAI's error shape here instead of a bare 500 page and a stack trace.
-
-    ``hot_routes`` maps ``(method, path)`` to a handler this layer calls itself, with an
-    :class:`ApiCall`, sending its response directly; every other request goes on to the
-    app inside (Starlette), which answers 404s and 405s for the hot paths too.
-    """
+class FrontDoor:
+    """Dispatches every request from ``routes``; answers every error; logs each request once."""
 
     def __init__(
         self,
-        app: ASGIApp,
+        routes: RouteTable,
         *,
+        lifespan: Lifespan,
         log_format: str = "text",
         on_complete: OnComplete | None = None,
-        hot_routes: Mapping[tuple[str, str], HotHandler] | None = None,
     ) -> None:
-        self.app = app
+        self.routes = routes
         self.log_format = log_format
         self.on_complete = on_complete
-        self.hot_routes = hot_routes or {}
+        self.lifespan_context = lifespan
+        self._lifespan = Router(lifespan=lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan.lifespan(scope, receive, send)
+        else:  # websockets: not a route of this gateway
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _incoming_request_id(scope) or _new_request_id()
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        method, path = scope["method"], scope["path"]
+        record = RequestRecord(request_id=request_id, method=method, path=path)
         started = time.perf_counter()
         status = 0
         try:
-            handler = self.hot_routes.get((scope["method"], scope["path"]))
-            if handler is not None:
-                status = await self._serve_hot(handler, ApiCall(scope, receive), send, request_id)
-            else:
-                status = await self._serve_app(scope, receive, send, request_id)
+            response = await self._respond(scope, receive, record)
+            status = response.status_code
+            headers = response.raw_headers
+            if not _has_request_id(headers):
+                headers = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self._log(scope, state, status, elapsed_ms, request_id)
+            self._log(record, status, elapsed_ms)
             if self.on_complete is not None:
                 try:
-                    self.on_complete(scope["path"], state, status, elapsed_ms, request_id)
+                    self.on_complete(record, status, elapsed_ms)
                 except Exception as exc:  # accounting must never break a request that was answered
                     access_log.error("accounting failed for request %s: %s", request_id, type(exc).__name__)
 
-    async def _serve_hot(self, handler: HotHandler, call: ApiCall, send: Send, request_id: str) -> int:
+    async def _respond(self, scope: Scope, receive: Receive, record: RequestRecord) -> Response:
+        """The handler's answer, or the answer to whatever it raised."""
         try:
-            response = await handler(call)
+            match = self.routes.match(record.method, record.path)
+            if match is None:
+                raise NotFound(f"no route {record.method} {record.path}")
+            route = match.route
+            if route is None:
+                allowed = ", ".join(match.allowed)
+                raise MethodNotAllowed(
+                    f"{record.method} is not allowed on {record.path}; allowed: {allowed}",
+                    headers={"allow": allowed},
+                )
+            record.billed = route.billed
+            return await route.handler(ApiCall(scope, receive, record, match.params))
         except Exception as exc:
-            response = error_response(exc, request_id=request_id)
-        headers = response.raw_headers
-        if not _has_request_id(headers):
-            headers = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-        return response.status_code
+            return error_response(exc, request_id=record.request_id)
 
-    async def _serve_app(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
-        status = 0
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                if not _has_request_id(headers):
-                    headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            if response_started:
-                # Starlette's error layer has logged it, and answered it unless a response
-                # was already under way; raising on would only add a traceback to the log.
-                return status
-            status = status_of(exc).status
-            await error_response(exc, request_id=request_id)(scope, receive, send)
-        return status
-
-    def _log(self, scope: Scope, state: dict[str, Any], status: int, ms: float, request_id: str) -> None:
+    def _log(self, record: RequestRecord, status: int, ms: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        alias = state.get("alias", "-")
+        alias = record.alias or "-"
+        deployment = record.served.deployment if record.served is not None else None
         fields = {
-            "method": scope["method"], "path": scope["path"], "alias": alias, "status": status,
-            "ms": round(ms, 2), "request_id": request_id, "key_id": state.get("key_id"),
-            "deployment": state.get("deployment"),
+            "method": record.method, "path": record.path, "alias": alias, "status": status,
+            "ms": round(ms, 2), "request_id": record.request_id, "key_id": record.key_id,
+            "deployment": deployment,
         }
         if self.log_format == "json":
             line = orjson.dumps(fields).decode()
         else:
-            line = f'{scope["method"]} {scope["path"]} alias={alias} status={status} ms={ms:.1f} request_id={request_id}'
+            line = (
+                f"{record.method} {record.path} alias={alias} status={status} ms={ms:.1f} "
+                f"request_id={record.request_id}"
+            )
         # ``access`` lets a JSON formatter (``serve --log-format json``) emit the fields as they are.
         access_log.info(line, extra={"access": fields})

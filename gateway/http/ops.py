@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.errors import NotFound, ServiceOverloaded
-from gateway.http.api import json_response
+from gateway.http.call import ApiCall
+from gateway.http.responses import json_response
 from gateway.usage.ledger import LedgerError, UsageLedger
 from gateway.usage.metrics import Metrics
 from gateway.http.openapi import openapi_document
@@ -35,10 +35,10 @@ class OpsHandlers:
         self.ledger = ledger
         self.breaker_states = breaker_states
 
-    async def healthz(self, request: Request) -> Response:
+    async def healthz(self, call: ApiCall) -> Response:
         return json_response({"status": "ok"})
 
-    async def readyz(self, request: Request) -> Response:
+    async def readyz(self, call: ApiCall) -> Response:
         states = self.breaker_states() if self.breaker_states is not None else {}
         deployments: dict[str, dict[str, Any]] = {}
         for deployment in self.runtime.deployments:
@@ -54,17 +54,17 @@ class OpsHandlers:
             status_code=200 if ready else 503,
         )
 
-    async def metrics_text(self, request: Request) -> Response:
+    async def metrics_text(self, call: ApiCall) -> Response:
         if self.metrics is None:
             raise NotFound("metrics are off in this gateway's config (server.metrics: false)")
         body, content_type = self.metrics.render()
         return Response(body, media_type=content_type)
 
-    async def usage(self, request: Request) -> Response:
-        self.auth.require_admin(request.headers.get("authorization"))
+    async def usage(self, call: ApiCall) -> Response:
+        self.auth.require_admin(call.header(b"authorization"))
         if self.ledger is None:
             raise NotFound("the usage ledger is off in this gateway's config (usage.ledger: off)", code="ledger_disabled")
-        query = request.query_params
+        query = call.request().query_params
         group_by = query.get("group_by") or "alias"
         start = parse_time(query["start"], param="start") if query.get("start") else None
         end = parse_time(query["end"], param="end") if query.get("end") else None
@@ -74,7 +74,7 @@ class OpsHandlers:
             raise ServiceOverloaded(f"the usage ledger cannot be read right now: {exc}", code="ledger_unavailable") from None
         return json_response({"object": "list", "group_by": group_by, "data": rows})
 
-    async def openapi(self, request: Request) -> Response:
+    async def openapi(self, call: ApiCall) -> Response:
         return json_response(openapi_document())
 
 

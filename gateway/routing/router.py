@@ -53,6 +53,7 @@ from gateway.routing.breaker import Breaker, BreakerSettings, Permit
 from gateway.routing.deadlines import DeadlineWatch
 from gateway.errors import NoDeploymentAvailable
 from gateway.usage.metrics import Metrics
+from gateway.record import Attempted, BatchTrace
 from gateway.runtime import AliasRuntime, DeploymentRuntime
 from providers.base import (
     EmbeddingResult,
@@ -127,17 +128,6 @@ def _retryable(exc: ProviderError) -> bool:
     return isinstance(exc, UpstreamResponseError) and exc.status in RETRYABLE_STATUSES
 
 
-class _Tally:
-    """What one batch's routing has done so far."""
-
-    __slots__ = ("attempts", "deployments", "last_error")
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        self.deployments = 0
-        self.last_error: ProviderError | None = None
-
-
 class Router:
     """Orders an alias's deployments and tries them within the request's deadline."""
 
@@ -154,9 +144,9 @@ class Router:
         ``clock`` (seconds, monotonic) and ``sleep`` replace randomness and time in tests."""
         self.metrics = metrics
         self.backoff = backoff
-        self._rng = rng or random.Random()
-        self._clock = clock or time.monotonic
-        self._sleep = sleep or asyncio.sleep
+        self.rng = rng or random.Random()
+        self.clock = clock or time.monotonic
+        self.sleep = sleep or asyncio.sleep
         self._breakers: dict[DeploymentRuntime, Breaker] = {}
         self._deadlines = DeadlineWatch()
 
@@ -166,7 +156,7 @@ class Router:
             settings = BreakerSettings(
                 failures=deployment.config.breaker_failures, cooldown_s=deployment.config.breaker_cooldown_s
             )
-            breaker = Breaker(deployment.name, settings, clock=self._clock, on_change=self._breaker_changed)
+            breaker = Breaker(deployment.name, settings, clock=self.clock, on_change=self._breaker_changed)
             self._breakers[deployment] = breaker
             self._breaker_changed(deployment.name, "closed")
         return breaker
@@ -177,7 +167,7 @@ class Router:
 
     def deadline(self, alias: AliasRuntime) -> float:
         """When a request for ``alias`` starting now must be answered, on the router's clock."""
-        return self._clock() + alias.config.timeout_s
+        return self.clock() + alias.config.timeout_s
 
     def order(self, alias: AliasRuntime, pin: SpacePin | None = None) -> list[DeploymentRuntime]:
         """The alias's deployments in the order its strategy tries them."""
@@ -189,7 +179,7 @@ class Router:
             # Drawn among the deployments that would take the call, so an open breaker's
             # share spreads by weight instead of landing on whichever comes next.
             pool = [d for d in deployments if self.breaker_for(d).available()] or deployments
-            first = self._rng.choices(pool, weights=[d.config.weight for d in pool])[0]
+            first = self.rng.choices(pool, weights=[d.config.weight for d in pool])[0]
             deployments = [first, *[d for d in deployments if d is not first]]
         elif strategy == "least-busy":
             deployments.sort(key=lambda d: d.in_flight)
@@ -206,99 +196,25 @@ class Router:
         *,
         pin: SpacePin | None = None,
         deadline: float | None = None,
+        trace: BatchTrace | None = None,
     ) -> Routed:
         """Serve one batch with ``attempt(deployment)``.
 
         ``pin`` holds every batch of a request to one vector space; ``deadline`` (from
         :meth:`deadline`, taken once per request) makes the alias's ``timeout_s`` bound
-        the whole request rather than each batch.
+        the whole request rather than each batch; ``trace`` gets every attempt made.
         """
-        if deadline is None:
-            deadline = self.deadline(alias)
-        tally = _Tally()
-        skipped: list[DeploymentRuntime] = []
-        deployments = alias.deployments
-        for deployment in deployments if len(deployments) == 1 else self.order(alias, pin):
-            if pin is not None and not pin.admits(deployment):
-                continue
-            breaker = self.breaker_for(deployment)
-            permit = breaker.acquire()
-            if permit is None:
-                skipped.append(deployment)
-                continue
-            routed = await self._on_deployment(alias, deployment, breaker, permit, attempt, tally, pin, deadline)
-            if routed is not None:
-                return routed
-        if tally.deployments == 0:
-            candidates = [d for d in skipped if pin is None or pin.admits(d)]
-            if candidates:
-                forced = min(candidates, key=lambda d: self.breaker_for(d).open_until)
-                breaker = self.breaker_for(forced)
-                routed = await self._on_deployment(
-                    alias, forced, breaker, breaker.force(), attempt, tally, pin, deadline, forced=True
-                )
-                if routed is not None:
-                    return routed
-        if tally.last_error is not None:
-            raise tally.last_error
-        raise NoDeploymentAvailable(f"model {alias.name!r} has no deployment available to serve it")
+        batch = _BatchRouting(
+            self, alias, attempt, pin=pin, deadline=self.deadline(alias) if deadline is None else deadline,
+            trace=trace if trace is not None else BatchTrace(0, 0),
+        )
+        return await batch.run()
 
-    async def _on_deployment(
-        self,
-        alias: AliasRuntime,
-        deployment: DeploymentRuntime,
-        breaker: Breaker,
-        permit: Permit,
-        attempt: Attempt,
-        tally: _Tally,
-        pin: SpacePin | None,
-        deadline: float,
-        *,
-        forced: bool = False,
-    ) -> Routed | None:
-        """Up to ``1 + retries`` attempts on one deployment; ``None`` means move on."""
-        if tally.deployments and self.metrics is not None:
-            self.metrics.count_fallbacks(alias.name)
-        fallbacks = tally.deployments
-        tally.deployments += 1
-        retry = 0
-        while True:
-            left = deadline - self._clock()
-            if left <= 0:
-                breaker.released(permit)
-                raise self._deadline_error(alias, tally.last_error)
-            tally.attempts += 1
-            limit_s = min(deployment.config.timeout_s, left)
-            result, error = await self._call(deployment, breaker, permit, attempt, limit_s)
-            if error is None:
-                assert result is not None
-                if pin is not None:
-                    if pin.space is None:
-                        pin.space = deployment.config.vector_space
-                    elif not pin.admits(deployment):
-                        return None
-                return Routed(result, deployment, tally.attempts, fallbacks)
-            tally.last_error = error
-            if not _retryable(error) or retry >= alias.config.retries:
-                return None
-            retry_after = getattr(error, "retry_after", None)
-            wait = self.backoff.delay(retry, self._rng, retry_after=retry_after)
-            if self._clock() + wait >= deadline:
-                return None
-            await self._sleep(wait)
-            next_permit = breaker.force() if forced else breaker.acquire()
-            if next_permit is None:
-                return None
-            permit = next_permit
-            retry += 1
-            if self.metrics is not None:
-                self.metrics.count_retries(alias.name)
-
-    async def _call(
+    async def call(
         self, deployment: DeploymentRuntime, breaker: Breaker, permit: Permit, attempt: Attempt, timeout_s: float
-    ) -> tuple[EmbeddingResult | None, ProviderError | None]:
-        """One attempt: its result or its (availability) error; ``InvalidInput`` and
-        anything that is not a provider error propagate."""
+    ) -> tuple[EmbeddingResult | None, ProviderError | None, str]:
+        """One attempt: its result or its (availability) error, and its outcome label;
+        ``InvalidInput`` and anything that is not a provider error propagate."""
         started = time.perf_counter()
         outcome: BaseException | None = None
         deployment.in_flight += 1
@@ -312,7 +228,7 @@ class Router:
             error.__cause__ = exc
             outcome = error
             breaker.failed(permit)
-            return None, error
+            return None, error, outcome_of(error)
         except InvalidInput as exc:
             outcome = exc
             breaker.released(permit)
@@ -320,7 +236,7 @@ class Router:
         except ProviderError as exc:
             outcome = exc
             breaker.failed(permit)
-            return None, exc
+            return None, exc, outcome_of(exc)
         except BaseException as exc:
             outcome = exc
             breaker.released(permit)
@@ -332,12 +248,110 @@ class Router:
                     deployment=deployment.name, outcome=outcome_of(outcome), seconds=time.perf_counter() - started
                 )
         breaker.succeeded(permit)
-        return result, None
+        return result, None, "ok"
 
-    def _deadline_error(self, alias: AliasRuntime, last: ProviderError | None) -> ProviderTimeout:
+    def deadline_error(self, alias: AliasRuntime, last: ProviderError | None) -> ProviderTimeout:
         detail = f"; the last error: {last.message}" if last is not None else ""
         error = ProviderTimeout(
             f"model {alias.name!r} was not served within its {alias.config.timeout_s:g} s deadline{detail}"
         )
         error.__cause__ = last
         return error
+
+
+class _BatchRouting:
+    """The routing of one batch: its deployments in order, each tried up to ``1 + retries``
+    times, every attempt written to the batch's trace."""
+
+    def __init__(
+        self,
+        router: Router,
+        alias: AliasRuntime,
+        attempt: Attempt,
+        *,
+        pin: SpacePin | None,
+        deadline: float,
+        trace: BatchTrace,
+    ) -> None:
+        self.router = router
+        self.alias = alias
+        self.attempt = attempt
+        self.pin = pin
+        self.deadline = deadline
+        self.trace = trace
+        self.deployments_tried = 0
+        self.last_error: ProviderError | None = None
+
+    async def run(self) -> Routed:
+        router, alias, pin = self.router, self.alias, self.pin
+        skipped: list[DeploymentRuntime] = []
+        deployments = alias.deployments
+        for deployment in deployments if len(deployments) == 1 else router.order(alias, pin):
+            if pin is not None and not pin.admits(deployment):
+                continue
+            permit = router.breaker_for(deployment).acquire()
+            if permit is None:
+                skipped.append(deployment)
+                continue
+            routed = await self._on_deployment(deployment, permit)
+            if routed is not None:
+                return routed
+        if self.deployments_tried == 0:
+            candidates = [d for d in skipped if pin is None or pin.admits(d)]
+            if candidates:
+                forced = min(candidates, key=lambda d: router.breaker_for(d).open_until)
+                routed = await self._on_deployment(forced, router.breaker_for(forced).force(), forced=True)
+                if routed is not None:
+                    return routed
+        if self.last_error is not None:
+            raise self.last_error
+        raise NoDeploymentAvailable(f"model {alias.name!r} has no deployment available to serve it")
+
+    async def _on_deployment(self, deployment: DeploymentRuntime, permit: Permit, *, forced: bool = False) -> Routed | None:
+        """Up to ``1 + retries`` attempts on one deployment; ``None`` means move on."""
+        router, alias = self.router, self.alias
+        breaker = router.breaker_for(deployment)
+        if self.deployments_tried and router.metrics is not None:
+            router.metrics.count_fallbacks(alias.name)
+        fallbacks = self.deployments_tried
+        self.deployments_tried += 1
+        retry = 0
+        while True:
+            left = self.deadline - router.clock()
+            if left <= 0:
+                breaker.released(permit)
+                raise router.deadline_error(alias, self.last_error)
+            limit_s = min(deployment.config.timeout_s, left)
+            try:
+                result, error, outcome = await router.call(deployment, breaker, permit, self.attempt, limit_s)
+            except BaseException as exc:
+                self._note(deployment, outcome_of(exc))
+                raise
+            self._note(deployment, outcome)
+            if error is None:
+                assert result is not None
+                pin = self.pin
+                if pin is not None:
+                    if pin.space is None:
+                        pin.space = deployment.config.vector_space
+                    elif not pin.admits(deployment):
+                        return None
+                return Routed(result, deployment, len(self.trace.attempts), fallbacks)
+            self.last_error = error
+            if not _retryable(error) or retry >= alias.config.retries:
+                return None
+            retry_after = getattr(error, "retry_after", None)
+            wait = router.backoff.delay(retry, router.rng, retry_after=retry_after)
+            if router.clock() + wait >= self.deadline:
+                return None
+            await router.sleep(wait)
+            next_permit = breaker.force() if forced else breaker.acquire()
+            if next_permit is None:
+                return None
+            permit = next_permit
+            retry += 1
+            if router.metrics is not None:
+                router.metrics.count_retries(alias.name)
+
+    def _note(self, deployment: DeploymentRuntime, outcome: str) -> None:
+        self.trace.attempts.append(Attempted(deployment.name, deployment.config.provider, outcome))

@@ -1,26 +1,23 @@
-"""After each API request: one usage row and the request metrics, from what the handler left.
+"""After each billed request: one usage row and the request metrics, from its record.
 
-Handlers put what they learn on ``request.state`` (alias, key id, user, metadata, the
-``Served`` answer); the middleware calls :meth:`Accounting.complete` once the response
-has gone out, whatever its status.
+The pipeline fills the request's :class:`~gateway.record.RequestRecord` as it learns
+(alias, key id, user, metadata, the ``Served`` answer or the trace of what was tried); the
+front door calls :meth:`Accounting.complete` once the response has gone out, whatever its
+status.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from gateway.usage.ledger import UsageLedger, UsageRecord
 from gateway.usage.metrics import Metrics
-from gateway.service import RequestTrace, Served
+from gateway.record import RequestRecord
 
-__all__ = ["ACCOUNTED_PATHS", "Accounting"]
+__all__ = ["Accounting"]
 
 logger = logging.getLogger("gateway.usage.accounting")
-
-#: Routes whose requests are billed and counted.
-ACCOUNTED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/contextualizedembeddings"})
 
 
 class Accounting:
@@ -28,11 +25,11 @@ class Accounting:
         self.ledger = ledger
         self.metrics = metrics
 
-    def complete(self, path: str, state: dict[str, Any], status: int, latency_ms: float, request_id: str) -> None:
-        if path not in ACCOUNTED_PATHS:
+    def complete(self, record: RequestRecord, status: int, latency_ms: float) -> None:
+        if not record.billed:
             return
-        served: Served | None = state.get("served")
-        alias = state.get("alias") or "-"
+        served = record.served
+        alias = record.alias or "-"
         tokens, cost = 0, None
         upstream_model: str | None = None
         if served is not None:
@@ -41,14 +38,14 @@ class Accounting:
             attempts, inputs, upstream_model = served.attempts, served.inputs, served.upstream_model
             tokens, cost = served.prompt_tokens, served.cost_usd
         else:
-            trace: RequestTrace | None = state.get("trace")
+            trace = record.trace
             if trace is not None and trace.attempts:
                 deployment = ",".join(trace.deployments)
                 provider = ",".join(dict.fromkeys(trace.providers))
                 attempts = trace.attempts
             else:
                 deployment, provider, attempts = None, None, 0
-            inputs = int(state.get("inputs", 0))
+            inputs = record.inputs
         if self.metrics is not None:
             self.metrics.observe_request(
                 alias=alias, deployment=deployment or "none", status=status,
@@ -56,10 +53,10 @@ class Accounting:
             )
         if self.ledger is None:
             return
-        record = UsageRecord(
+        row = UsageRecord(
             ts=time.time(),
-            request_id=request_id,
-            key_id=state.get("key_id"),
+            request_id=record.request_id,
+            key_id=record.key_id,
             alias=alias,
             deployment=deployment,
             provider=provider or None,
@@ -71,8 +68,8 @@ class Accounting:
             status=status,
             latency_ms=latency_ms,
             attempts=attempts,
-            user=state.get("user"),
-            metadata=state.get("metadata") or None,
+            user=record.user,
+            metadata=record.metadata or None,
         )
-        if not self.ledger.record(record):
-            logger.warning("usage row for request %s was dropped (ledger queue full or closed)", request_id)
+        if not self.ledger.record(row):
+            logger.warning("usage row for request %s was dropped (ledger queue full or closed)", record.request_id)

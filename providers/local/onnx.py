@@ -22,6 +22,7 @@ from providers.base import (
     EmbeddingResult,
     EmbedInput,
     EmbedOptions,
+    INPUT,
     InvalidInput,
     ProviderError,
     ProviderUnavailable,
@@ -262,9 +263,9 @@ class OnnxProvider:
             bad = next((t for t in item if t < 0 or t >= self._embedder.vocab_size), None)
             if bad is not None:
                 raise InvalidInput(
-                    f"input[{index}] holds token id {bad}, outside this model's vocabulary "
+                    f"{INPUT} holds token id {bad}, outside this model's vocabulary "
                     f"(0 to {self._embedder.vocab_size - 1})",
-                    param=f"input[{index}]",
+                    index=index,
                 )
             content.append(list(item))
         return content
@@ -278,9 +279,9 @@ class OnnxProvider:
             for index, ids in enumerate(content):
                 if len(ids) + 2 > limit:
                     raise InvalidInput(
-                        f"input[{index}] has {len(ids) + 2} tokens; this model takes at most "
+                        f"{INPUT} has {len(ids) + 2} tokens; this model takes at most "
                         f"{limit} (send truncate: true to cut it instead)",
-                        param=f"input[{index}]",
+                        index=index,
                     )
         framed = [self._embedder.frame(ids) for ids in content]
         return framed, [len(sequence) for sequence in framed]

@@ -41,6 +41,7 @@ import httpx
 import orjson
 
 from providers.base import (
+    INPUT,
     InvalidInput,
     ProviderError,
     ProviderOverloaded,
@@ -126,6 +127,14 @@ def _location(loc: Any) -> str:
     return text
 
 
+def _input_index(param: str | None) -> int | None:
+    """N when an upstream names one input as ``input[N]`` (its position in the batch sent)."""
+    if param is None or not param.startswith("input[") or not param.endswith("]"):
+        return None
+    digits = param[len("input[") : -1]
+    return int(digits) if digits.isdigit() else None
+
+
 def upstream_message(content: bytes) -> tuple[str, str | None]:
     """The message and offending parameter of an error body, whatever shape it has.
 
@@ -179,7 +188,12 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
     message = _clip(redact(raw_message))
     if status in (400, 413, 422):
         param = redact(raw_param) if raw_param else None
-        return InvalidInput(f"{where} rejected the request (HTTP {status}): {message}", param=param)
+        index = _input_index(param)
+        if param is None or index is None:
+            return InvalidInput(f"{where} rejected the request (HTTP {status}): {message}", param=param)
+        if message.startswith(f"{param}: "):  # the location as upstream_message writes it
+            message = INPUT + message[len(param):]
+        return InvalidInput(f"{where} rejected the request (HTTP {status}): {message}", index=index)
     retry_after = parse_retry_after(response.headers)
     if status == 429:
         return UpstreamRateLimited(

@@ -37,6 +37,7 @@ from providers.base import (
     EmbeddingResult,
     EmbedInput,
     EmbedOptions,
+    INPUT,
     InvalidInput,
     NativeEncoding,
 )
@@ -186,8 +187,8 @@ class PerplexityProvider:
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
                 raise InvalidInput(
-                    f"input[{index}] is a list of token ids; Perplexity accepts text only",
-                    param=f"input[{index}]",
+                    f"{INPUT} is a list of token ids; Perplexity accepts text only",
+                    index=index,
                 )
         payload, encoding = await self._post(EMBEDDINGS_PATH, list(inputs), options)
         items = ordered_items(payload.get("data"), len(inputs), where=self._where)
