@@ -8,21 +8,12 @@ from pathlib import Path
 
 __all__ = ["mixed_corpus"]
 
-_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "all-MiniLM-L6-v2.json"
-_FALLBACK_WORDS = (
-    "search retrieval vector embedding gateway model query document chunk token batch "
-    "latency throughput cluster semantic index database answer question context window "
-    "the a of and to in is that for on with as by at from it this be are was or an"
-).split()
+_REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "all-MiniLM-L6-v2.json"
 
 
 def _words() -> list[str]:
-    try:
-        items = json.loads(_REFERENCE.read_text())["items"]
-        words = [w for item in items for w in item["text"].split()]
-        return words or _FALLBACK_WORDS
-    except (OSError, ValueError, KeyError):
-        return _FALLBACK_WORDS
+    items = json.loads(_REFERENCE.read_text())["items"]
+    return [w for item in items for w in item["text"].split()]
 
 
 def mixed_corpus(count: int = 2000, *, seed: int = 7) -> list[str]:

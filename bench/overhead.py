@@ -126,7 +126,7 @@ def main() -> None:
                 print(f"  {name:22s} {summary(merged[(label, name, concurrency)])}")
     ratios = []
     for label in PAYLOADS:
-        def per_round(numerator: str, denominator: str, concurrency: int) -> float:
+        def per_round(numerator: str, denominator: str, concurrency: int, label: str = label) -> float:
             """Median over rounds of the ratio measured within each round (side by side)."""
             pairs = zip(results[(label, numerator, concurrency)], results[(label, denominator, concurrency)])
             return statistics.median(a.rate / b.rate for a, b in pairs)

@@ -18,7 +18,7 @@ from gateway.config import KeyConfig
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.ratelimit import RateLimiter
-from gateway.record import BatchTrace, RequestRecord, RequestTrace, Served
+from gateway.record import RequestRecord, RequestTrace, Served
 from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest

@@ -16,7 +16,7 @@ from upstream_support import Stack
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 
-REFERENCE_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "all-MiniLM-L6-v2.json"
+REFERENCE_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.json"
 
 LOCAL_MODELS: dict[str, Any] = {
     "mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"},

@@ -130,7 +130,7 @@ def test_gateway_truncation_before_the_width_is_known(gw: Stack, http: httpx.Cli
         return http.post("/v1/embeddings", json={"model": "oai-mini-cold", "input": "x", "dimensions": dims})
 
     # The very first call comes before the width is learned: too wide is found from the answer...
-    for attempt in range(2):  # ...and the second time, from the learned width, before any call
+    for _ in range(2):  # ...and the second time, from the learned width, before any call
         too_wide = ask(1000)
         assert too_wide.status_code == 400, too_wide.text
         error = error_of(too_wide)

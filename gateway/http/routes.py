@@ -47,7 +47,7 @@ class RouteTable:
         for route in routes:
             prefix, _, last = route.path.rpartition("/")
             if last.startswith("{") and last.endswith("}"):
-                for known_prefix, name, methods in self._templated:
+                for known_prefix, _name, methods in self._templated:
                     if known_prefix == prefix + "/":
                         methods[route.method] = route
                         break

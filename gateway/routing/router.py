@@ -138,12 +138,12 @@ class Router:
         rng: random.Random | None = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
     ) -> None:
         """``metrics`` receives attempts, retries, fallbacks and breaker states; ``rng``,
         ``clock`` (seconds, monotonic) and ``sleep`` replace randomness and time in tests."""
         self.metrics = metrics
-        self.backoff = backoff
+        self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.clock = clock or time.monotonic
         self.sleep = sleep or asyncio.sleep
