@@ -25,6 +25,8 @@ from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy.typing as npt
 
+from providers.options import Settings
+
 __all__ = [
     "Capabilities",
     "EmbeddingResult",
@@ -236,7 +238,7 @@ class Provider(Protocol):
 class DeploymentSpec:
     """What a provider is built from: the deployment's settings, already validated.
 
-    ``options`` holds the provider's own keys (see ``ProviderClass.option_keys``).
+    ``options`` holds the provider's own keys (see ``ProviderClass.settings``), checked.
     """
 
     name: str
@@ -250,16 +252,15 @@ class DeploymentSpec:
 
 
 class ProviderClass(Protocol):
-    """What the registry holds: a class that builds a provider from a spec."""
+    """What the registry holds: a class that builds a provider from a spec.
 
-    #: Provider-specific config keys this class accepts (besides the common ones).
-    option_keys: frozenset[str]
+    ``settings`` declares the deployment keys the class takes besides the common ones,
+    with their kinds, defaults and cross-key checks (see :mod:`providers.options`); the
+    config reader validates every deployment against it, once. (A plug-in written
+    before ``settings`` existed may still give ``option_keys`` and ``check_settings``
+    instead: see ``providers.registry.settings_of``.)
+    """
+
+    settings: Settings
 
     def __call__(self, spec: DeploymentSpec) -> Provider: ...
-
-    @staticmethod
-    def check_settings(
-        *, model: str | None, base_url: str | None, options: dict[str, Any]
-    ) -> list[tuple[str, str]]:
-        """Validate a deployment's settings: a list of (key, message), empty when fine."""
-        ...

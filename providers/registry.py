@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import importlib.metadata
-from typing import cast
+from typing import Any, cast
 
 from providers.base import ProviderClass
+from providers.options import Settings, legacy_settings
 
-__all__ = ["ENTRY_POINT_GROUP", "UnknownProvider", "available", "load_provider_class"]
+__all__ = ["ENTRY_POINT_GROUP", "UnknownProvider", "available", "load_provider_class", "settings_of"]
 
 ENTRY_POINT_GROUP = "embedding_gateway.providers"
 
@@ -53,3 +54,12 @@ def load_provider_class(name: str) -> ProviderClass:
     if entry_point is None:
         raise UnknownProvider(f"unknown provider {name!r}; available: {', '.join(available())}")
     return cast(ProviderClass, entry_point.load())
+
+
+def settings_of(provider_class: Any) -> Settings:
+    """The class's declared :class:`Settings`; for a plug-in that predates them, its
+    ``option_keys`` accepted as they are and its own ``check_settings`` as the check."""
+    settings = getattr(provider_class, "settings", None)
+    if isinstance(settings, Settings):
+        return settings
+    return legacy_settings(getattr(provider_class, "option_keys", ()), getattr(provider_class, "check_settings", None))

@@ -15,7 +15,8 @@ import yaml
 
 from gateway.config.reader import Reader
 from gateway.config.envsubst import substitute
-from providers.registry import UnknownProvider, load_provider_class
+from providers.options import Settings
+from providers.registry import UnknownProvider, load_provider_class, settings_of
 
 __all__ = [
     "AliasConfig",
@@ -283,16 +284,16 @@ def _deployment(
     reader: Reader, default_name: str, *, extra_allowed: tuple[str, ...] = ()
 ) -> DeploymentConfig | None:
     provider = reader.string("provider")
-    provider_class = None
+    settings: Settings | None = None
     if provider is not None:
         try:
-            provider_class = load_provider_class(provider)
+            settings = settings_of(load_provider_class(provider))
         except UnknownProvider as exc:
             reader.error("provider", str(exc))
         except ImportError as exc:
             reader.error("provider", f"provider {provider!r} cannot be loaded: {exc}")
-    own_keys = provider_class.option_keys if provider_class is not None else frozenset()
-    if provider_class is not None:
+    own_keys = settings.keys if settings is not None else frozenset()
+    if settings is not None:
         reader.reject_unknown({*_DEPLOYMENT_KEYS, *extra_allowed, *own_keys})
     options = {key: reader.node[key] for key in own_keys if reader.node.get(key) is not None}
     deployment = DeploymentConfig(
@@ -317,11 +318,9 @@ def _deployment(
         breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
         options=options,
     )
-    if provider_class is None:
+    if settings is None:
         return None
-    problems = provider_class.check_settings(
-        model=deployment.model, base_url=deployment.base_url, options=options
-    )
-    for key, message in problems:
+    # The provider's own keys are checked against its declared settings, here and only here.
+    for key, message in settings.validate(model=deployment.model, base_url=deployment.base_url, options=options):
         reader.error(key, message)
     return deployment

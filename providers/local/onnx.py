@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,16 +28,13 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from providers.options import Problems, Settings, choice, flag, number, text, whole
 from providers.local.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
 from providers.local.microbatch import MicroBatcher
 
 __all__ = ["OnnxEmbedder", "OnnxProvider"]
 
 _POOLINGS = ("mean", "cls")
-_BOOL_OPTIONS = ("normalize", "truncate")
-_INT_OPTIONS = (
-    "threads", "workers", "max_tokens", "max_batch_size", "max_batch_tokens", "max_queue",
-)
 #: Inputs tokenized on the event loop; larger requests are tokenized in a thread.
 _INLINE_TOKENIZE = 16
 
@@ -137,11 +135,41 @@ def _default_parallelism() -> tuple[int, int]:
     return max(1, cores // threads), threads
 
 
+def _check_model(model: str | None, base_url: str | None, options: Mapping[str, Any]) -> Problems:
+    if "model_path" not in options and model not in BUNDLED_MODELS:
+        return [(
+            "model",
+            f"must name a bundled model ({', '.join(sorted(BUNDLED_MODELS))}) "
+            "or come with model_path and tokenizer_path",
+        )]
+    return []
+
+
 class OnnxProvider:
     """Provider for ``provider: onnx``: a bundled model by name, or explicit file paths."""
 
-    option_keys = frozenset(
-        {"model_path", "tokenizer_path", "pooling", *_BOOL_OPTIONS, *_INT_OPTIONS, "max_wait_ms", "max_padding"}
+    settings = Settings(
+        options={
+            "model_path": text(message="must be a file path"),
+            "tokenizer_path": text(message="must be a file path"),
+            "pooling": choice(*_POOLINGS),
+            "normalize": flag(True),
+            "truncate": flag(True),
+            "threads": whole(),
+            "workers": whole(),
+            "max_tokens": whole(),
+            "max_batch_size": whole(32),
+            "max_batch_tokens": whole(16384),
+            "max_queue": whole(8192),
+            "max_wait_ms": number(2.0, message="must be a number of milliseconds, at least 0"),
+            "max_padding": number(
+                0.02, below=1.0, message="must be a fraction from 0 up to (not including) 1"
+            ),
+        },
+        base_url="refused",
+        base_url_message="the local onnx provider takes no base_url",
+        together=(("model_path", "tokenizer_path"),),
+        check=_check_model,
     )
 
     def __init__(self, spec: DeploymentSpec) -> None:
@@ -153,41 +181,11 @@ class OnnxProvider:
         self.truncate = bool(self._options.get("truncate", True))
         self._capabilities: Capabilities | None = None
 
-    @staticmethod
+    @classmethod
     def check_settings(
-        *, model: str | None, base_url: str | None, options: dict[str, Any]
+        cls, *, model: str | None, base_url: str | None, options: dict[str, Any]
     ) -> list[tuple[str, str]]:
-        errors: list[tuple[str, str]] = []
-        if base_url is not None:
-            errors.append(("base_url", "the local onnx provider takes no base_url"))
-        if "model_path" not in options and model not in BUNDLED_MODELS:
-            errors.append((
-                "model",
-                f"must name a bundled model ({', '.join(sorted(BUNDLED_MODELS))}) "
-                "or come with model_path and tokenizer_path",
-            ))
-        pooling = options.get("pooling", "mean")
-        if pooling not in _POOLINGS:
-            errors.append(("pooling", f"must be one of {', '.join(_POOLINGS)}, not {pooling!r}"))
-        for key in _BOOL_OPTIONS:
-            if key in options and not isinstance(options[key], bool):
-                errors.append((key, "must be true or false"))
-        for key in _INT_OPTIONS:
-            value = options.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                errors.append((key, "must be a whole number of at least 1"))
-        padding = options.get("max_padding")
-        if padding is not None and (isinstance(padding, bool) or not isinstance(padding, (int, float)) or not 0 <= padding < 1):
-            errors.append(("max_padding", "must be a fraction from 0 up to (not including) 1"))
-        wait = options.get("max_wait_ms")
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0):
-            errors.append(("max_wait_ms", "must be a number of milliseconds, at least 0"))
-        for key in ("model_path", "tokenizer_path"):
-            if key in options and not isinstance(options[key], str):
-                errors.append((key, "must be a file path"))
-        if ("model_path" in options) != ("tokenizer_path" in options):
-            errors.append(("model_path", "model_path and tokenizer_path go together"))
-        return errors
+        return cls.settings.validate(model=model, base_url=base_url, options=options)
 
     @property
     def capabilities(self) -> Capabilities:

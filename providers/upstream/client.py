@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the upstream providers (``openai``, ``perplexity``).
+"""HTTP plumbing shared by the upstream providers (every module of ``providers.upstream``).
 
 One :class:`UpstreamClient` per provider instance owns one connection pool. Its transport
 is aiohttp's pool under httpx's interface (``httpx-aiohttp``, as LiteLLM does): httpx's own
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, TypeGuard
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -36,14 +36,11 @@ from providers.upstream.errors import (
 )
 
 __all__ = [
+    "AuthStyle",
     "DEFAULT_MAX_CONNECTIONS",
     "Redactor",
     "UpstreamClient",
-    "check_bool",
-    "check_positive_int",
-    "check_url",
     "error_for_status",
-    "is_whole",
     "parse_retry_after",
     "transport_error",
     "upstream_message",
@@ -51,6 +48,9 @@ __all__ = [
 
 DEFAULT_MAX_CONNECTIONS = 100
 KEEPALIVE_EXPIRY_S = 30.0
+#: How the API key travels: ``Authorization: Bearer <key>``, or the key alone in an
+#: ``api-key`` (Azure) or ``x-goog-api-key`` (Gemini) header, or not at all.
+AuthStyle = Literal["bearer", "api-key", "x-goog-api-key", "none"]
 
 
 class UpstreamClient:
@@ -73,15 +73,21 @@ class UpstreamClient:
         timeout_s: float,
         connect_timeout_s: float,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        auth: AuthStyle = "bearer",
+        query: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``auth`` says how ``api_key`` is sent (see :data:`AuthStyle`); ``query`` is
+        appended to every URL (Azure's ``api-version``)."""
         self.deployment = deployment
         self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self._query = "?" + urlencode(dict(query)) if query else ""
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_connections = max_connections
         self.redact = Redactor([api_key, *secret_header_values(headers)])
-        self._headers = self._build_headers(api_key, headers)
+        self._headers = self._build_headers(api_key, headers, auth)
         self._urls: dict[str, httpx.URL] = {}
         self._given = transport
         self._transport: httpx.AsyncBaseTransport | None = transport
@@ -91,7 +97,13 @@ class UpstreamClient:
 
     @classmethod
     def for_spec(
-        cls, spec: DeploymentSpec, *, default_base_url: str, transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        spec: DeploymentSpec,
+        *,
+        default_base_url: str,
+        auth: AuthStyle = "bearer",
+        query: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> UpstreamClient:
         """The client of a deployment, from its settings."""
         return cls(
@@ -102,14 +114,19 @@ class UpstreamClient:
             timeout_s=spec.timeout_s,
             connect_timeout_s=spec.connect_timeout_s,
             max_connections=spec.options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+            auth=auth,
+            query=query,
             transport=transport,
         )
 
-    def _build_headers(self, api_key: str | None, extra: Mapping[str, str]) -> httpx.Headers:
+    @staticmethod
+    def _build_headers(api_key: str | None, extra: Mapping[str, str], auth: AuthStyle) -> httpx.Headers:
         """Case-insensitive, so a configured ``Authorization`` replaces ours instead of doubling it."""
         headers = httpx.Headers({"content-type": "application/json", "accept": "application/json"})
-        if api_key:
+        if api_key and auth == "bearer":
             headers["authorization"] = f"Bearer {api_key}"
+        elif api_key and auth != "none":
+            headers[auth] = api_key
         for name, value in extra.items():
             headers[name] = value
         return headers
@@ -135,7 +152,7 @@ class UpstreamClient:
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
+            url = self._urls[path] = httpx.URL(self.base_url + path + self._query)
         return url
 
     async def _acquire_slot(self, wait_s: float) -> None:
@@ -202,33 +219,3 @@ class UpstreamClient:
                 f"({exc.msg} at byte {exc.pos})",
                 status=response.status_code,
             ) from exc
-
-
-def check_url(base_url: str | None) -> str | None:
-    """A problem with ``base_url``, or None when it is an http(s) URL with a host."""
-    if base_url is None:
-        return None
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http:// or https:// URL with a host name"
-    if parts.query or parts.fragment:
-        return "must not carry a query string or fragment"
-    return None
-
-
-def is_whole(value: Any) -> TypeGuard[int]:
-    """An int that is not a bool (YAML and JSON give ``true`` as a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_positive_int(options: Mapping[str, Any], key: str) -> list[tuple[str, str]]:
-    value = options.get(key)
-    if value is None or (is_whole(value) and value >= 1):
-        return []
-    return [(key, "must be a whole number of at least 1")]
-
-
-def check_bool(options: Mapping[str, Any], key: str) -> list[tuple[str, str]]:
-    if key in options and not isinstance(options[key], bool):
-        return [(key, "must be true or false")]
-    return []

@@ -27,27 +27,20 @@ Errors are translated in ``providers.upstream.client`` (its docstring holds the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Sequence
-
-import httpx
 
 from providers.base import (
     Capabilities,
-    DeploymentSpec,
     EmbeddingResult,
     EmbedInput,
     EmbedOptions,
-    INPUT,
     InvalidInput,
     NativeEncoding,
 )
-from providers.upstream.client import (
-    UpstreamClient,
-    check_positive_int,
-    check_url,
-    is_whole,
-)
-from providers.upstream.wire import answer_object, decode_rows, estimate_tokens, ordered_items, read_usage
+from providers.options import COMMON_UPSTREAM_OPTIONS, Problems, Settings, is_whole
+from providers.upstream.base import Answer, UpstreamProvider
+from providers.upstream.wire import decode_rows, estimate_tokens, ordered_items, read_usage
 
 __all__ = ["DEFAULT_BASE_URL", "MODEL_DIMENSIONS", "PerplexityProvider"]
 
@@ -67,100 +60,94 @@ MAX_DOCUMENTS = 512
 MAX_CHUNKS = 16_000
 EMBEDDINGS_PATH = "/v1/embeddings"
 CONTEXTUALIZED_PATH = "/v1/contextualizedembeddings"
-_RESERVED = frozenset({"model", "input", "encoding_format", "dimensions"})
+_KNOWN = ", ".join(MODEL_DIMENSIONS)
 
 
 def is_contextualized(model: str) -> bool:
     return "-context-" in model
 
 
-class PerplexityProvider:
+def _cross_check(model: str | None, base_url: str | None, options: Mapping[str, Any]) -> Problems:
+    problems: Problems = []
+    if base_url is not None and base_url.rstrip("/").endswith("/v1"):
+        problems.append((
+            "base_url",
+            "is the host root (like https://api.perplexity.ai); the gateway appends "
+            "/v1/embeddings itself",
+        ))
+    dimensions = options.get("dimensions")
+    if not model:
+        return problems
+    if model in MODEL_DIMENSIONS:
+        width = MODEL_DIMENSIONS[model]
+        if is_whole(dimensions) and dimensions > width:
+            problems.append(("dimensions", f"{model} returns at most {width} dimensions"))
+    elif not is_whole(dimensions):
+        problems.append((
+            "model",
+            f"unknown Perplexity model {model!r}; known: {_KNOWN} "
+            "(for a newer model, give its width as dimensions)",
+        ))
+    return problems
+
+
+class PerplexityProvider(UpstreamProvider):
     """Perplexity's ``/v1/embeddings`` or ``/v1/contextualizedembeddings``, by model."""
 
-    option_keys = frozenset({"dimensions", "max_connections"})
+    provider = "perplexity"
+    display = "Perplexity"
+    default_base_url = DEFAULT_BASE_URL
+    max_inputs = MAX_INPUTS
+    max_input_tokens = MAX_INPUT_TOKENS
+    max_request_tokens = MAX_REQUEST_TOKENS
+    native_encodings = frozenset({"int8", "binary"})
+    known_dimensions = MODEL_DIMENSIONS
+    reserved = frozenset({"model", "input", "encoding_format", "dimensions"})
+    settings = Settings(
+        options=COMMON_UPSTREAM_OPTIONS,
+        model="required",
+        model_message=f"the perplexity provider needs a model: {_KNOWN}",
+        check=_cross_check,
+    )
 
-    def __init__(self, spec: DeploymentSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """``transport`` replaces the connection pool ``start()`` would create (for tests,
-        e.g. ``httpx.MockTransport``); the provider leaves a transport it was given open."""
-        self.name = spec.name
-        self.model = spec.model or ""
-        self._where = f"the upstream of deployment {spec.name!r}"
-        declared = spec.options.get("dimensions")
-        width = MODEL_DIMENSIONS.get(self.model) or (declared if is_whole(declared) else 0)
-        self.dimensions: int = width
+    def setup(self) -> None:
+        # A known model's width wins over a declared one (which may only be narrower).
+        self.declared = MODEL_DIMENSIONS.get(self.model) or self.declared
         self.contextualized = is_contextualized(self.model)
-        self._upstream = UpstreamClient.for_spec(spec, default_base_url=DEFAULT_BASE_URL, transport=transport)
-        self._capabilities = Capabilities(
+
+    @property
+    def dimensions(self) -> int:
+        return self.declared or 0
+
+    def declare(self) -> Capabilities:
+        width = self.dimensions
+        return Capabilities(
             dimensions=width,
             max_inputs=MAX_DOCUMENTS if self.contextualized else MAX_INPUTS,
             max_input_tokens=MAX_INPUT_TOKENS,
             max_request_tokens=MAX_REQUEST_TOKENS,
             token_ids=False,
             native_dimensions=(min(MIN_DIMENSIONS, width), width) if width else None,
-            native_encodings=frozenset({"int8", "binary"}),
+            native_encodings=self.native_encodings,
             contextualized=self.contextualized,
             accepted_options=None,
             max_documents=MAX_DOCUMENTS,
             max_chunks=MAX_CHUNKS,
         )
 
-    def __repr__(self) -> str:
-        return (
-            f"PerplexityProvider(name={self.name!r}, model={self.model!r}, "
-            f"base_url={self._upstream.base_url!r})"
-        )
+    def path(self, options: EmbedOptions) -> str:
+        return CONTEXTUALIZED_PATH if self.contextualized else EMBEDDINGS_PATH
 
     @staticmethod
-    def check_settings(
-        *, model: str | None, base_url: str | None, options: dict[str, Any]
-    ) -> list[tuple[str, str]]:
-        errors: list[tuple[str, str]] = []
-        url_problem = check_url(base_url)
-        if url_problem:
-            errors.append(("base_url", url_problem))
-        elif base_url is not None and base_url.rstrip("/").endswith("/v1"):
-            errors.append((
-                "base_url",
-                "is the host root (like https://api.perplexity.ai); the gateway appends "
-                "/v1/embeddings itself",
-            ))
-        errors += check_positive_int(options, "max_connections")
-        dimensions = options.get("dimensions")
-        known = ", ".join(MODEL_DIMENSIONS)
-        if not model:
-            errors.append(("model", f"the perplexity provider needs a model: {known}"))
-        elif model in MODEL_DIMENSIONS:
-            width = MODEL_DIMENSIONS[model]
-            if is_whole(dimensions) and dimensions > width:
-                errors.append(("dimensions", f"{model} returns at most {width} dimensions"))
-        elif not is_whole(dimensions):
-            errors.append((
-                "model",
-                f"unknown Perplexity model {model!r}; known: {known} "
-                "(for a newer model, give its width as dimensions)",
-            ))
-        return errors
+    def _encoding(options: EmbedOptions) -> NativeEncoding:
+        return "binary" if options.encoding == "binary" else "int8"
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def start(self) -> None:
-        await self._upstream.start()
-
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
-
-    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
-        return None
-
-    def _body(self, input: Any, options: EmbedOptions) -> tuple[dict[str, Any], NativeEncoding]:
-        encoding: NativeEncoding = "binary" if options.encoding == "binary" else "int8"
-        body = {k: v for k, v in options.extra_body.items() if k not in _RESERVED}
-        body.update(model=self.model, input=input, encoding_format=f"base64_{encoding}")
+    def body(self, inputs: Any, options: EmbedOptions) -> dict[str, Any]:
+        body = self.base_body(options)
+        body.update(model=self.model, input=inputs, encoding_format=f"base64_{self._encoding(options)}")
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions
-        return body, encoding
+        return body
 
     def _width(self, encoding: NativeEncoding, options: EmbedOptions) -> tuple[int, int | None]:
         """(dimensions, row length in bytes) the answer must have; 0/None when unknown."""
@@ -169,12 +156,18 @@ class PerplexityProvider:
             return 0, None
         return dimensions, -(-dimensions // 8) if encoding == "binary" else dimensions
 
-    async def _post(self, path: str, input: Any, options: EmbedOptions) -> tuple[dict[str, Any], NativeEncoding]:
-        body, encoding = self._body(input, options)
-        answer = await self._upstream.post_json(
-            path, body, request_id=options.request_id, timeout_s=options.timeout_s
+    def read(self, payload: dict[str, Any], inputs: Sequence[EmbedInput], options: EmbedOptions) -> Answer:
+        encoding = self._encoding(options)
+        items = ordered_items(payload.get("data"), len(inputs), where=self.where)
+        dimensions, row_bytes = self._width(encoding, options)
+        vectors = decode_rows(
+            [item.get("embedding") for item in items], encoding, width=row_bytes, where=self.where
         )
-        return answer_object(answer, where=self._where), encoding
+        usage = read_usage(payload)
+        return Answer(
+            vectors=vectors, encoding=encoding, dimensions=dimensions,
+            prompt_tokens=usage.prompt_tokens, cost_usd=usage.cost_usd,
+        )
 
     async def embed(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> EmbeddingResult:
         if self.contextualized:
@@ -182,21 +175,10 @@ class PerplexityProvider:
                 f"{self.model} embeds chunks of documents: use /v1/contextualizedembeddings",
                 param="model",
             )
-        if not inputs:
-            raise InvalidInput("there is nothing to embed", param="input")
-        for index, item in enumerate(inputs):
-            if not isinstance(item, str):
-                raise InvalidInput(
-                    f"{INPUT} is a list of token ids; Perplexity accepts text only",
-                    index=index,
-                )
-        payload, encoding = await self._post(EMBEDDINGS_PATH, list(inputs), options)
-        items = ordered_items(payload.get("data"), len(inputs), where=self._where)
-        dimensions, row_bytes = self._width(encoding, options)
-        vectors = decode_rows(
-            [item.get("embedding") for item in items], encoding, width=row_bytes, where=self._where
-        )
-        return self._result(payload, vectors, encoding, dimensions, [estimate_tokens(t) for t in inputs])
+        self.check_request(inputs, options)
+        payload = await self.post(EMBEDDINGS_PATH, self.body(list(inputs), options), options)
+        answer = self.read(payload, inputs, options)
+        return self._result(answer, [estimate_tokens(t) for t in inputs])
 
     async def embed_contextualized(
         self, documents: Sequence[Sequence[str]], options: EmbedOptions
@@ -209,32 +191,34 @@ class PerplexityProvider:
             )
         if not documents or not all(documents):
             raise InvalidInput("every document needs at least one chunk", param="input")
-        payload, encoding = await self._post(CONTEXTUALIZED_PATH, [list(d) for d in documents], options)
-        entries = ordered_items(payload.get("data"), len(documents), where=self._where)
+        payload = await self.post(CONTEXTUALIZED_PATH, self.body([list(d) for d in documents], options), options)
+        encoding = self._encoding(options)
+        entries = ordered_items(payload.get("data"), len(documents), where=self.where)
         values: list[Any] = []
         for d, (entry, document) in enumerate(zip(entries, documents)):
-            chunks = ordered_items(entry.get("data"), len(document), where=self._where, what=f"the chunks of document {d}")
+            chunks = ordered_items(entry.get("data"), len(document), where=self.where, what=f"the chunks of document {d}")
             values += [chunk.get("embedding") for chunk in chunks]
         dimensions, row_bytes = self._width(encoding, options)
-        vectors = decode_rows(values, encoding, width=row_bytes, where=self._where)
-        counts = [sum(estimate_tokens(chunk) for chunk in document) for document in documents]
-        return self._result(payload, vectors, encoding, dimensions, counts)
-
-    def _result(
-        self,
-        payload: dict[str, Any],
-        vectors: Any,
-        encoding: NativeEncoding,
-        dimensions: int,
-        counts: list[int],
-    ) -> EmbeddingResult:
+        vectors = decode_rows(values, encoding, width=row_bytes, where=self.where)
         usage = read_usage(payload)
+        answer = Answer(
+            vectors=vectors, encoding=encoding, dimensions=dimensions,
+            prompt_tokens=usage.prompt_tokens, cost_usd=usage.cost_usd,
+        )
+        counts = [sum(estimate_tokens(chunk) for chunk in document) for document in documents]
+        return self._result(answer, counts)
+
+    @staticmethod
+    def _result(answer: Answer, counts: list[int]) -> EmbeddingResult:
+        """Per-item estimates are kept even when the upstream counted (one per document on
+        the contextualized route)."""
+        known = answer.prompt_tokens
         return EmbeddingResult(
-            vectors=vectors,
+            vectors=answer.vectors,
             token_counts=counts,
-            encoding=encoding,
-            dimensions=dimensions,
-            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else sum(counts),
-            tokens_estimated=usage.prompt_tokens is None,
-            cost_usd=usage.cost_usd,
+            encoding=answer.encoding,
+            dimensions=answer.dimensions,
+            prompt_tokens=known if known is not None else sum(counts),
+            tokens_estimated=known is None,
+            cost_usd=answer.cost_usd,
         )
