@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gateway.config import AliasConfig, DeploymentConfig, GatewayConfig
-from providers.base import Capabilities, DeploymentSpec, Provider
+from providers.base import Capabilities, DeploymentSpec, InputType, Provider
 from providers.registry import load_provider_class
 
 __all__ = ["AliasRuntime", "DeploymentRuntime", "Runtime", "build_runtime"]
@@ -52,6 +52,11 @@ class DeploymentRuntime:
     @property
     def dimensions(self) -> int:
         return self.config.dimensions or self.capabilities.dimensions
+
+    def input_type(self, requested: InputType | None) -> InputType | None:
+        """What the provider is told: the request's ``input_type``, else the deployment's
+        ``default_input_type``, else None (the provider's own default)."""
+        return requested or self.config.default_input_type
 
     def dimension_range(self) -> tuple[int, int] | None:
         """The output sizes this deployment can serve: natively, or by Matryoshka truncation."""
@@ -167,6 +172,13 @@ class AliasRuntime:
     def accepted_options(self) -> frozenset[str] | None:
         """Keys allowed in extra_body: ``None`` when some deployment forwards anything."""
         return self.limits().accepted_options
+
+    def input_types(self) -> list[str]:
+        """The ``input_type`` values the alias honours: both when every deployment embeds a
+        query and a document differently, none when they ignore the field."""
+        if all(d.capabilities.input_type for d in self.deployments):
+            return ["query", "document"]
+        return []
 
     def encodings(self) -> list[str]:
         return ["float", "base64", "base64_int8", "base64_binary"]

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from providers.base import InputType
 
 __all__ = [
     "ENCODING_FORMATS",
+    "INPUT_TYPES",
     "EmbeddingsRequest",
     "ContextualizedRequest",
     "parse_contextualized_request",
@@ -21,7 +23,10 @@ METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 USER_MAX_CHARS = 512
-_KNOWN_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "metadata", "extra_body"})
+_KNOWN_FIELDS = frozenset(
+    {"model", "input", "encoding_format", "dimensions", "user", "metadata", "extra_body", "input_type"}
+)
+INPUT_TYPES: tuple[InputType, ...] = ("query", "document")
 _PROTECTED = ("model", "input")
 
 
@@ -36,6 +41,8 @@ class EmbeddingsRequest:
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
+    #: ``query`` / ``document``; None: the deployment's ``default_input_type`` applies.
+    input_type: InputType | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -47,6 +54,8 @@ class ContextualizedRequest:
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
+    #: ``query`` / ``document``; None: the deployment's ``default_input_type`` applies.
+    input_type: InputType | None = None
 
 
 def _describe(value: Any) -> str:
@@ -172,6 +181,19 @@ def _parse_user(body: dict[str, Any]) -> str | None:
     return value
 
 
+def _parse_input_type(body: dict[str, Any]) -> InputType | None:
+    value = _optional(body, "input_type")
+    if value is None:
+        return None
+    for allowed in INPUT_TYPES:
+        if value == allowed:
+            return allowed
+    shown = repr(value) if isinstance(value, str) else _describe(value)
+    raise InvalidRequest(
+        f"input_type must be one of {', '.join(INPUT_TYPES)} (or absent), not {shown}", param="input_type"
+    )
+
+
 def _parse_metadata(body: dict[str, Any]) -> dict[str, str]:
     value = _optional(body, "metadata")
     if value is None:
@@ -232,6 +254,7 @@ def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
         user=_parse_user(body),
         metadata=_parse_metadata(body),
         extra_body=_parse_extra(body, _KNOWN_FIELDS),
+        input_type=_parse_input_type(body),
     )
 
 
@@ -261,4 +284,5 @@ def parse_contextualized_request(body: Any) -> ContextualizedRequest:
         user=_parse_user(body),
         metadata=_parse_metadata(body),
         extra_body=_parse_extra(body, _KNOWN_FIELDS),
+        input_type=_parse_input_type(body),
     )

@@ -27,6 +27,7 @@ from providers.base import (
     EmbeddingResult,
     EmbedInput,
     EmbedOptions,
+    InputType,
     InvalidInput,
     NativeEncoding,
     UpstreamResponseError,
@@ -58,13 +59,17 @@ class EmbeddingService:
             raise ModelNotFound(f"model {model!r} does not exist; available models: {known}", param="model")
         return alias
 
-    async def count_tokens(self, alias: AliasRuntime, inputs: Sequence[EmbedInput]) -> tuple[list[int], bool]:
+    async def count_tokens(
+        self, alias: AliasRuntime, inputs: Sequence[EmbedInput], input_type: InputType | None = None
+    ) -> tuple[list[int], bool]:
         """Token counts: exact where the backend can count, else estimated (flag True)."""
-        provider = alias.deployments[0].provider
+        deployment = alias.deployments[0]
+        provider = deployment.provider
+        kind = deployment.input_type(input_type)
         if len(inputs) <= _INLINE_COUNT:
-            counts = provider.count_tokens(inputs)
+            counts = provider.count_tokens(inputs, input_type=kind)
         else:
-            counts = await asyncio.to_thread(provider.count_tokens, inputs)
+            counts = await asyncio.to_thread(provider.count_tokens, inputs, input_type=kind)
         if counts is not None:
             return counts, False
         return [estimate_tokens(item) for item in inputs], True
@@ -88,7 +93,7 @@ class EmbeddingService:
         charged = 0
         metered = key is not None and key.tpm is not None
         if metered or self._counting_needed(alias, limits, len(inputs)):
-            counts, estimated = await self.count_tokens(alias, inputs)
+            counts, estimated = await self.count_tokens(alias, inputs, request.input_type)
             check_token_limits(alias, counts, estimated=estimated)
             budgets.append(Budget(counts, limits.batch_tokens))
             charged = sum(counts)
@@ -265,6 +270,7 @@ def _options(
         extra_body={**defaults, **request.extra_body} if defaults else request.extra_body,
         request_id=request_id,
         timeout_s=deployment.config.timeout_s,
+        input_type=deployment.input_type(request.input_type),
     )
 
 

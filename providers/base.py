@@ -226,8 +226,11 @@ class Provider(Protocol):
         """
         ...
 
-    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
-        """Exact token counts when the backend can tell without embedding, else None."""
+    def count_tokens(
+        self, inputs: Sequence[EmbedInput], *, input_type: InputType | None = None
+    ) -> list[int] | None:
+        """Exact token counts when the backend can tell without embedding, else None
+        (``input_type`` as the embedding would get it: a prefix may add tokens)."""
         ...
 
     async def aclose(self) -> None: ...

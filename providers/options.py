@@ -188,6 +188,9 @@ class Settings:
     ``model_message`` / ``base_url_message`` say what to give when the rule is broken.
     ``together``: groups of keys that are given all or none. ``check``: the cross-key
     checks left once every value has its right type (it sees only valid values).
+    ``input_type``: whether the provider honours a request's ``input_type`` (embeds a
+    query and a document differently): ``True`` always, ``False`` never (it ignores it),
+    or a tuple of option keys: when any of them is given (a local model's prefixes).
     """
 
     options: Mapping[str, Option] = field(default_factory=dict)
@@ -197,6 +200,12 @@ class Settings:
     base_url_message: str | None = None
     together: tuple[tuple[str, ...], ...] = ()
     check: CrossCheck | None = None
+    input_type: bool | tuple[str, ...] = False
+
+    def honours_input_type(self, options: Mapping[str, Any]) -> bool:
+        if isinstance(self.input_type, bool):
+            return self.input_type
+        return any(options.get(key) is not None for key in self.input_type)
 
     @property
     def keys(self) -> frozenset[str]:

@@ -15,6 +15,7 @@ import yaml
 
 from gateway.config.reader import Reader
 from gateway.config.envsubst import substitute
+from providers.base import InputType
 from providers.options import Settings
 from providers.registry import UnknownProvider, load_provider_class, settings_of
 
@@ -54,7 +55,9 @@ _DEPLOYMENT_KEYS = (
     "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
     "dimensions", "matryoshka", *_LIMIT_KEYS, "price_per_million_tokens", "extra_body",
     "timeout_s", "connect_timeout_s", "breaker_failures", "breaker_cooldown_s",
+    "default_input_type",
 )
+INPUT_TYPES = ("query", "document")
 _ALIAS_KEYS = ("routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", *_LIMIT_KEYS)
 
 
@@ -122,6 +125,11 @@ class DeploymentConfig:
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
     breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``query`` or ``document`` for requests that send no ``input_type``; None: the
+    #: provider's own default.
+    default_input_type: InputType | None = None
+    #: The provider embeds queries and documents differently (from its declared settings).
+    honours_input_type: bool = False
 
     @property
     def vector_space(self) -> str:
@@ -255,6 +263,7 @@ def _alias(name: str, reader: Reader) -> AliasConfig:
         max_request_tokens=reader.integer("max_request_tokens", None, minimum=1),
     )
     _check_spaces(reader, alias)
+    _check_input_types(reader, alias)
     return alias
 
 
@@ -277,6 +286,28 @@ def _check_spaces(reader: Reader, alias: AliasConfig) -> None:
             f"alias {alias.name!r} mixes vector spaces: {listed}; vectors from different "
             "spaces must not be served under one alias (set a common `space`, split the "
             "alias, or set allow_mixed_spaces: true)",
+        )
+
+
+def _input_type_treatment(deployment: DeploymentConfig) -> str:
+    if not deployment.honours_input_type:
+        return "ignores input_type"
+    default = deployment.default_input_type or "the provider's own"
+    return f"honours input_type, default {default}"
+
+
+def _check_input_types(reader: Reader, alias: AliasConfig) -> None:
+    """Deployments that may serve the same request must embed it the same way: all honour
+    ``input_type`` with one default, or all ignore it."""
+    treatments = {d.name: _input_type_treatment(d) for d in alias.deployments}
+    if len(set(treatments.values())) > 1 and not alias.allow_mixed_spaces:
+        listed = ", ".join(f"{name} ({treatment})" for name, treatment in treatments.items())
+        reader.error(
+            None,
+            f"alias {alias.name!r} treats input_type differently across its deployments: "
+            f"{listed}; a query would be embedded one way or another depending on which "
+            "deployment serves it (give them one default_input_type, split the alias, or "
+            "set allow_mixed_spaces: true)",
         )
 
 
@@ -317,9 +348,17 @@ def _deployment(
         breaker_failures=reader.integer("breaker_failures", DEFAULT_BREAKER_FAILURES, maximum=1000),
         breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
         options=options,
+        default_input_type=reader.string("default_input_type", None, choices=INPUT_TYPES),
+        honours_input_type=settings is not None and settings.honours_input_type(options),
     )
     if settings is None:
         return None
+    if deployment.default_input_type is not None and not deployment.honours_input_type:
+        reader.error(
+            "default_input_type",
+            f"has no effect: provider {provider!r} ignores input_type here"
+            + (" (give query_prefix / document_prefix)" if settings.input_type else ""),
+        )
     # The provider's own keys are checked against its declared settings, here and only here.
     for key, message in settings.validate(model=deployment.model, base_url=deployment.base_url, options=options):
         reader.error(key, message)

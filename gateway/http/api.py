@@ -91,6 +91,7 @@ class ApiHandlers:
                     "dimensions": alias.dimensions,
                     "max_input_tokens": alias.max_input_tokens,
                     "encodings": alias.encodings(),
+                    "input_types": alias.input_types(),
                     "contextualized": all(d.capabilities.contextualized for d in alias.deployments),
                 })
             data.append(entry)

@@ -52,6 +52,10 @@ _COMMON_FIELDS: dict[str, Any] = {
         "maxProperties": 16,
     },
     "extra_body": {"type": ["object", "null"], "description": "Merged into the upstream body"},
+    "input_type": {
+        "type": ["string", "null"], "enum": ["query", "document", None],
+        "description": "What the input is for; absent: the deployment's default_input_type",
+    },
 }
 _USAGE = {
     "type": "object",
@@ -162,6 +166,8 @@ def openapi_document() -> dict[str, Any]:
                     "owned_by": {"type": "string"}, "dimensions": {"type": "integer"},
                     "max_input_tokens": {"type": "integer"},
                     "encodings": {"type": "array", "items": {"type": "string"}},
+                    "input_types": {"type": "array", "items": {"type": "string", "enum": ["query", "document"]},
+                                    "description": "input_type values the alias honours; empty: it ignores input_type"},
                 }}), "The configured aliases"), **_errors(401)},
             }},
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",

@@ -4,6 +4,14 @@ The work is split as infinity does it: ``tokenize`` (pre), ``run`` (the session)
 ``pool`` (post). A :class:`MicroBatcher` sits between concurrent callers and ``run``.
 Token handling follows sentence-transformers: ``[CLS] content [SEP]``, the content cut
 so the whole fits ``max_tokens``; token-id inputs are content ids and get the same frame.
+
+``input_type``: retrieval models such as e5 or nomic expect a prefix on each text
+(``query: `` / ``passage: ``, ``search_query: `` / ``search_document: ``). The deployment
+keys ``query_prefix`` and ``document_prefix`` give them; the provider prepends the one
+for the call's ``input_type`` (to the text before tokenizing, or as its tokens before
+token-id inputs), and counts tokens with it. Without either key (MiniLM needs none) the
+provider ignores ``input_type``; with no ``input_type`` and no ``default_input_type`` no
+prefix is added.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from providers.base import (
     EmbedInput,
     EmbedOptions,
     INPUT,
+    InputType,
     InvalidInput,
     ProviderError,
     ProviderUnavailable,
@@ -165,7 +174,10 @@ class OnnxProvider:
             "max_padding": number(
                 0.02, below=1.0, message="must be a fraction from 0 up to (not including) 1"
             ),
+            "query_prefix": text(doc="prepended to a query (input_type: query)"),
+            "document_prefix": text(doc="prepended to a document (input_type: document)"),
         },
+        input_type=("query_prefix", "document_prefix"),
         base_url="refused",
         base_url_message="the local onnx provider takes no base_url",
         together=(("model_path", "tokenizer_path"),),
@@ -179,6 +191,12 @@ class OnnxProvider:
         self._embedder: OnnxEmbedder | None = None
         self._batcher: MicroBatcher | None = None
         self.truncate = bool(self._options.get("truncate", True))
+        self._prefixes: dict[InputType, str] = {
+            kind: self._options[f"{kind}_prefix"]
+            for kind in ("query", "document")
+            if self._options.get(f"{kind}_prefix")
+        }
+        self._prefix_ids: dict[InputType, list[int]] = {}
         self._capabilities: Capabilities | None = None
 
     @classmethod
@@ -234,6 +252,7 @@ class OnnxProvider:
             workers=options.get("workers", _default_parallelism()[0]),
         )
         await self._batcher.start()
+        self._prefix_ids = {kind: embedder.tokenize([prefix])[0] for kind, prefix in self._prefixes.items()}
         self._embedder = embedder
         self._capabilities = Capabilities(
             dimensions=embedder.dimensions,
@@ -242,6 +261,7 @@ class OnnxProvider:
             max_request_tokens=300_000,
             token_ids=True,
             accepted_options=frozenset({"truncate"}),
+            input_type=bool(self._prefixes),
             in_process=True,
         )
 
@@ -249,9 +269,12 @@ class OnnxProvider:
         if self._batcher is not None:
             await self._batcher.stop()
 
-    def _content_ids(self, inputs: Sequence[EmbedInput]) -> list[list[int]]:
+    def _content_ids(self, inputs: Sequence[EmbedInput], input_type: InputType | None = None) -> list[list[int]]:
         assert self._embedder is not None
+        prefix = self._prefixes.get(input_type) if input_type is not None else None
         texts = [item for item in inputs if isinstance(item, str)]
+        if prefix and texts:
+            texts = [prefix + item for item in texts]
         tokenized = iter(self._embedder.tokenize(texts) if texts else [])
         content: list[list[int]] = []
         for index, item in enumerate(inputs):
@@ -265,7 +288,7 @@ class OnnxProvider:
                     f"(0 to {self._embedder.vocab_size - 1})",
                     index=index,
                 )
-            content.append(list(item))
+            content.append(self._prefix_ids[input_type] + list(item) if prefix and input_type else list(item))
         return content
 
     def _frame_all(
@@ -284,20 +307,22 @@ class OnnxProvider:
         framed = [self._embedder.frame(ids) for ids in content]
         return framed, [len(sequence) for sequence in framed]
 
-    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
+    def count_tokens(
+        self, inputs: Sequence[EmbedInput], *, input_type: InputType | None = None
+    ) -> list[int] | None:
         if self._embedder is None:
             return None
         limit = self._embedder.max_tokens
-        return [min(len(ids) + 2, limit) for ids in self._content_ids(inputs)]
+        return [min(len(ids) + 2, limit) for ids in self._content_ids(inputs, input_type)]
 
     async def embed(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> EmbeddingResult:
         if self._embedder is None or self._batcher is None:
             raise ProviderUnavailable(f"local model {self.name!r} is not loaded")
         truncate = options.extra_body.get("truncate", self.truncate)
         if len(inputs) <= _INLINE_TOKENIZE:
-            content = self._content_ids(inputs)
+            content = self._content_ids(inputs, options.input_type)
         else:
-            content = await asyncio.to_thread(self._content_ids, inputs)
+            content = await asyncio.to_thread(self._content_ids, inputs, options.input_type)
         sequences, counts = self._frame_all(content, truncate=bool(truncate))
         vectors = await self._batcher.submit(sequences)
         return EmbeddingResult(

@@ -10,12 +10,13 @@ How to add a provider (one module in ``providers/upstream/``, one line in
    ``"x-goog-api-key"`` or ``"none"``); the limits ``max_inputs`` (inputs a call),
    ``max_input_tokens`` (tokens an input), ``max_request_tokens`` (tokens a call);
    ``native_encodings`` (what the upstream can answer besides float: ``"int8"``,
-   ``"binary"``); ``token_ids`` (it takes token-id arrays); ``honours_input_type`` (it
-   embeds queries and documents differently); ``known_dimensions`` (model -> full width;
+   ``"binary"``); ``token_ids`` (it takes token-id arrays); ``known_dimensions`` (model -> full width;
    ``providers.catalog`` holds the published ones); ``reserved`` (body keys
    ``extra_body`` may not override); and ``settings``, a :class:`providers.options.Settings`
    with the provider's own keys (start from ``COMMON_UPSTREAM_OPTIONS``). The config
    reader validates them; read them with ``self.option(key)`` (defaults filled in).
+   ``Settings(input_type=True)`` declares that the upstream embeds queries and documents
+   differently (it becomes ``capabilities.input_type`` and ``/v1/models`` says so).
 2. Override the hooks:
    ``path(options)`` the URL path (after ``base_url``); ``body(inputs, options)`` the JSON
    to send (start from ``self.base_body(options)``, which is ``extra_body`` without the
@@ -27,7 +28,8 @@ How to add a provider (one module in ``providers/upstream/``, one line in
    before the capabilities are declared, ``count_tokens`` when tokens can be counted
    exactly without embedding.
 3. Map ``EmbedOptions.input_type`` (``query`` / ``document`` / None = the provider's own
-   default) to the upstream's own field in ``body``, when ``honours_input_type``.
+   default; the deployment's ``default_input_type`` is already applied) to the upstream's
+   own field in ``body``, when ``settings.input_type`` is true.
 4. Errors need nothing: :class:`UpstreamClient` turns transport failures and error
    statuses into the provider error tree (``providers.upstream.errors`` holds the table,
    incl. 401/403, 429 with ``retry-after``, 5xx); ``wire`` raises
@@ -61,6 +63,7 @@ from providers.base import (
     EmbeddingResult,
     EmbedInput,
     EmbedOptions,
+    InputType,
     InvalidInput,
     NativeEncoding,
 )
@@ -100,7 +103,6 @@ class UpstreamProvider:
     max_request_tokens: ClassVar[int] = 300_000
     native_encodings: ClassVar[frozenset[NativeEncoding]] = frozenset({"float"})
     token_ids: ClassVar[bool] = False
-    honours_input_type: ClassVar[bool] = False
     known_dimensions: ClassVar[Mapping[str, int]] = {}
     reserved: ClassVar[frozenset[str]] = frozenset({"model", "input"})
     settings: ClassVar[Settings] = Settings(options=COMMON_UPSTREAM_OPTIONS, model="required")
@@ -167,7 +169,9 @@ class UpstreamProvider:
     def read(self, payload: dict[str, Any], inputs: Sequence[EmbedInput], options: EmbedOptions) -> Answer:
         raise NotImplementedError
 
-    def count_tokens(self, inputs: Sequence[EmbedInput]) -> list[int] | None:
+    def count_tokens(
+        self, inputs: Sequence[EmbedInput], *, input_type: InputType | None = None
+    ) -> list[int] | None:
         return None
 
     # -- the skeleton -----------------------------------------------------------------------
@@ -187,7 +191,7 @@ class UpstreamProvider:
             token_ids=self.token_ids,
             native_dimensions=self.native_dimensions(width),
             native_encodings=self.native_encodings,
-            input_type=self.honours_input_type,
+            input_type=self.settings.honours_input_type(self.spec.options),
             accepted_options=None,
         )
 
