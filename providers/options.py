@@ -68,6 +68,8 @@ class Option:
     choices: tuple[str, ...] = ()
     message: str | None = None
     doc: str = ""
+    #: The deployment must give it (reported as "is required: <doc>").
+    required: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value``, or None when it is acceptable."""
@@ -143,8 +145,10 @@ def number(
     return Option(kind="number", default=default, minimum=minimum, below=below, message=message, doc=doc)
 
 
-def text(default: str | None = None, *, message: str | None = None, doc: str = "") -> Option:
-    return Option(kind="text", default=default, message=message, doc=doc)
+def text(
+    default: str | None = None, *, message: str | None = None, doc: str = "", required: bool = False
+) -> Option:
+    return Option(kind="text", default=default, message=message, doc=doc, required=required)
 
 
 def choice(*choices: str, default: str | None = None, doc: str = "") -> Option:
@@ -240,6 +244,9 @@ class Settings:
                 problems.append((key, problem))
             else:
                 valid[key] = value
+        for key, option in self.options.items():
+            if option.required and options.get(key) is None:
+                problems.append((key, f"is required: {option.doc}" if option.doc else "is required"))
         for group in self.together:
             given = [key for key in group if options.get(key) is not None]
             if given and len(given) != len(group):

@@ -23,6 +23,9 @@ _BUILTIN: dict[str, str] = {
     "onnx": "providers.local.onnx:OnnxProvider",
     "openai": "providers.upstream.openai:OpenAIProvider",
     "perplexity": "providers.upstream.perplexity:PerplexityProvider",
+    "azure": "providers.upstream.azure:AzureOpenAIProvider",
+    "tei": "providers.upstream.tei:TEIProvider",
+    "ollama": "providers.upstream.ollama:OllamaProvider",
 }
 
 

@@ -98,9 +98,10 @@ class UpstreamProvider:
     display: ClassVar[str] = "the upstream"
     default_base_url: ClassVar[str | None] = None
     auth: ClassVar[AuthStyle] = "bearer"
-    max_inputs: ClassVar[int] = 2048
-    max_input_tokens: ClassVar[int] = 8192
-    max_request_tokens: ClassVar[int] = 300_000
+    # Limits: class attributes, or set in ``setup()`` from the deployment's options.
+    max_inputs: int = 2048
+    max_input_tokens: int = 8192
+    max_request_tokens: int = 300_000
     native_encodings: ClassVar[frozenset[NativeEncoding]] = frozenset({"float"})
     token_ids: ClassVar[bool] = False
     known_dimensions: ClassVar[Mapping[str, int]] = {}

@@ -177,6 +177,18 @@ class UpstreamClient:
         timeout_s: float | None = None,
     ) -> Any:
         """POST ``body`` to ``base_url + path``; the parsed JSON of a 2xx answer."""
+        payload, _ = await self.post_json_with_headers(path, body, request_id=request_id, timeout_s=timeout_s)
+        return payload
+
+    async def post_json_with_headers(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[Any, httpx.Headers]:
+        """As :meth:`post_json`, with the answer's headers (TEI counts tokens in one)."""
         transport = self._transport
         if transport is None:
             raise ProviderUnavailable(f"deployment {self.deployment!r} is not started (or already closed)")
@@ -212,7 +224,7 @@ class UpstreamClient:
         if not 200 <= response.status_code < 300:
             raise error_for_status(response, deployment=self.deployment, redact=self.redact)
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(response.content), response.headers
         except orjson.JSONDecodeError as exc:
             raise UpstreamResponseError(
                 f"the upstream of deployment {self.deployment!r} answered with invalid JSON "

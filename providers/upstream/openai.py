@@ -36,7 +36,7 @@ Errors are translated in ``providers.upstream.client`` (its docstring holds the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from providers.base import EmbedInput, EmbedOptions
 from providers.options import COMMON_UPSTREAM_OPTIONS, Problems, Settings, choice, flag, int_pair, is_whole
@@ -74,7 +74,7 @@ class OpenAIProvider(UpstreamProvider):
 
     provider = "openai"
     display = "an OpenAI-style upstream"
-    default_base_url = DEFAULT_BASE_URL
+    default_base_url: ClassVar[str | None] = DEFAULT_BASE_URL
     max_inputs = MAX_INPUTS
     max_input_tokens = MAX_INPUT_TOKENS
     max_request_tokens = MAX_REQUEST_TOKENS
