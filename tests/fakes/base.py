@@ -188,8 +188,19 @@ class FakeUpstream:
             if not waiter.done():
                 waiter.set_result(None)
 
+    #: The header the key comes in: ``authorization`` (Bearer) or the key alone (``api-key``).
+    auth_header = "authorization"
+
+    def _query_error(self, request: Request) -> Response | None:
+        """A refusal of the request's query string (none by default)."""
+        return None
+
     def _auth_error(self, authorization: str | None) -> Response | None:
         if self.api_key is None:
+            return None
+        if self.auth_header != "authorization":
+            if authorization != self.api_key:
+                return openai_error(401, f"Access denied: missing or invalid {self.auth_header} header.", code="401")
             return None
         if not authorization:
             message = "You didn't provide an API key. Use 'Authorization: Bearer YOUR_KEY'."
@@ -219,11 +230,13 @@ class FakeUpstream:
         except orjson.JSONDecodeError as exc:
             body = BadJSON(exc.msg, exc.pos)
         path: str = request.scope["path"]
-        entry = RecordedRequest(request.method, path, dict(request.headers), body, raw)
+        entry = RecordedRequest(request.method, path, dict(request.headers), body, raw, query=request.url.query)
         if isinstance(body, BadJSON):
             entry.json = None
         self.log.append(entry)
-        denied = self._auth_error(request.headers.get("authorization"))
+        denied = self._auth_error(request.headers.get(self.auth_header))
+        if denied is None:
+            denied = self._query_error(request)
         if denied is not None:
             return denied
         fault = self.faults.take(path)

@@ -21,6 +21,8 @@ class RecordedRequest:
     json: Any
     raw: bytes = field(repr=False)
     fault: str | None = None
+    #: The URL's query string, as sent (``api-version=...``).
+    query: str = ""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
