@@ -81,7 +81,7 @@ class TEIUpstream(FakeUpstream):
     async def _embed(self, body: Any, fault: Fault | None) -> Response:
         texts, truncate, normalize, _ = self._texts(body)
         counts = [fake_token_count(t) for t in texts]
-        for i, count in enumerate(counts):
+        for count in counts:
             if count > self.max_input_length and not truncate:
                 raise tei_error(
                     413, "validation",
