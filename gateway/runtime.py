@@ -11,6 +11,7 @@ from typing import Sequence
 
 from gateway.config import AliasConfig, DeploymentConfig, GatewayConfig
 from providers.base import Capabilities, DeploymentSpec, InputType, Provider
+from providers.catalog import list_price
 from providers.registry import load_provider_class
 
 __all__ = ["AliasRuntime", "DeploymentRuntime", "Runtime", "build_runtime"]
@@ -28,6 +29,14 @@ class DeploymentRuntime:
     alias: str
     in_flight: int = 0
     ready: bool = False
+    #: USD per million tokens: the configured price, else the catalog's list price, else None.
+    price_per_million_tokens: float | None = None
+
+    def __post_init__(self) -> None:
+        configured = self.config.price_per_million_tokens
+        self.price_per_million_tokens = (
+            configured if configured is not None else list_price(self.config.provider, self.config.model)
+        )
 
     @property
     def name(self) -> str:

@@ -318,7 +318,7 @@ def _native_encoding(encoding_format: str) -> NativeEncoding:
 def _cost(result: EmbeddingResult, deployments: Sequence[DeploymentRuntime]) -> float | None:
     if result.cost_usd is not None:
         return result.cost_usd
-    price = deployments[0].config.price_per_million_tokens
-    if price is None or any(d.config.price_per_million_tokens != price for d in deployments[1:]):
+    price = deployments[0].price_per_million_tokens
+    if price is None or any(d.price_per_million_tokens != price for d in deployments[1:]):
         return None
     return round((result.prompt_tokens or 0) * price / 1_000_000, 12)

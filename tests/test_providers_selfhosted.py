@@ -18,7 +18,8 @@ from fakes.azure_upstream import AzureUpstream
 from fakes.ollama_upstream import OllamaUpstream
 from fakes.tei_upstream import TEIUpstream
 from fakes.vectors import fake_matrix, fake_token_count
-from upstream_support import ENCODINGS, Stack, check_vectors, error_of, upstream_stack
+from providers.catalog import CATALOG_DATE, MODELS, list_price
+from upstream_support import ENCODINGS, OAI_KEY, Stack, check_vectors, error_of, upstream_stack
 
 AZURE_KEY = "azure-SECRET-0f1e2d3c4b5a69788796"
 TEI_KEY = "tei-SECRET-a1b2c3d4e5f60718"
@@ -60,6 +61,13 @@ def _models(oai: str, pplx: str, extra: dict[str, str]) -> dict[str, Any]:
             "max_inputs_per_call": 8, "native_dimensions": True, "keep_alive": "10m", **quiet,
         },
         "ollama-missing": {"provider": "ollama", "base_url": extra["ollama"], "model": "not-pulled", **quiet},
+        # Cost from the catalog's list price, from the config's, or none for an unlisted model.
+        "oai-listed": {"provider": "openai", "base_url": f"{oai}/v1", "api_key": OAI_KEY, "model": "text-embedding-3-small"},
+        "oai-override": {
+            "provider": "openai", "base_url": f"{oai}/v1", "api_key": OAI_KEY, "model": "text-embedding-3-small",
+            "price_per_million_tokens": 1.0,
+        },
+        "oai-unlisted": {"provider": "openai", "base_url": f"{oai}/v1", "api_key": OAI_KEY, "model": "fake-minilm"},
     }
 
 
@@ -175,6 +183,29 @@ def test_usage_counted_by_the_upstream_and_priced(gw: Stack) -> None:
     ollama = _embed(gw, "ollama", texts)
     assert ollama.json()["usage"]["prompt_tokens"] == tokens
     assert "cost" not in ollama.json()["usage"]  # a local model: no price, no guess
+
+
+def test_cost_from_the_catalog_unless_configured(gw: Stack) -> None:
+    texts = TEXTS[:4]
+    tokens = sum(fake_token_count(t) for t in texts)
+    listed = _embed(gw, "oai-listed", texts).json()["usage"]
+    assert list_price("openai", "text-embedding-3-small") == 0.02
+    assert listed["cost"]["total_cost"] == pytest.approx(tokens * 0.02 / 1e6)
+    override = _embed(gw, "oai-override", texts).json()["usage"]
+    assert override["cost"]["total_cost"] == pytest.approx(tokens * 1.0 / 1e6)
+    assert "cost" not in _embed(gw, "oai-unlisted", texts).json()["usage"]
+    # Azure's price is per agreement: the catalog gives it none.
+    assert list_price("azure", "text-embedding-3-small") is None
+
+
+def test_catalog_is_dated_and_consistent() -> None:
+    assert CATALOG_DATE
+    assert len({(m.provider, m.model) for m in MODELS}) == len(MODELS)
+    for model in MODELS:
+        assert model.dimensions > 0 and model.max_input_tokens > 0
+        assert model.price_per_million_tokens is None or 0 < model.price_per_million_tokens < 1
+        if model.native_dimensions is not None:
+            assert model.native_dimensions[1] >= model.dimensions or model.provider == "voyage"
 
 
 def test_usage_estimated_when_the_upstream_does_not_count(gw: Stack) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Sequence
 
 from providers.base import EmbedInput, EmbedOptions
+from providers.catalog import widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Problems, Settings, choice, flag, int_pair, is_whole
 from providers.upstream.base import OPEN_DIMENSIONS_MAX, Answer, UpstreamProvider
 from providers.upstream.wire import decode_rows, ordered_items, read_usage
@@ -46,11 +47,7 @@ from providers.upstream.wire import decode_rows, ordered_items, read_usage
 __all__ = ["DEFAULT_BASE_URL", "KNOWN_DIMENSIONS", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-KNOWN_DIMENSIONS: dict[str, int] = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
+KNOWN_DIMENSIONS: dict[str, int] = widths("openai")
 #: OpenAI's published limits (seed 004).
 MAX_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192

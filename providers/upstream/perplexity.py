@@ -38,6 +38,7 @@ from providers.base import (
     InvalidInput,
     NativeEncoding,
 )
+from providers.catalog import widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Problems, Settings, is_whole
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.wire import decode_rows, estimate_tokens, ordered_items, read_usage
@@ -45,12 +46,7 @@ from providers.upstream.wire import decode_rows, estimate_tokens, ordered_items,
 __all__ = ["DEFAULT_BASE_URL", "MODEL_DIMENSIONS", "PerplexityProvider"]
 
 DEFAULT_BASE_URL = "https://api.perplexity.ai"
-MODEL_DIMENSIONS: dict[str, int] = {
-    "pplx-embed-v1-0.6b": 1024,
-    "pplx-embed-v1-4b": 2560,
-    "pplx-embed-context-v1-0.6b": 1024,
-    "pplx-embed-context-v1-4b": 2560,
-}
+MODEL_DIMENSIONS: dict[str, int] = widths("perplexity")
 MIN_DIMENSIONS = 128
 #: Perplexity's published limits (seeds 000 and 001).
 MAX_INPUTS = 512
