@@ -28,6 +28,10 @@ class DeploymentRuntime:
     alias: str
     in_flight: int = 0
     ready: bool = False
+    #: ``unknown`` (not probed), ``up`` or ``down``, from the health probe when one is configured.
+    health: str = "unknown"
+    #: Why the last probe failed (no secrets: the provider error's message).
+    health_error: str | None = None
 
     @property
     def name(self) -> str:
