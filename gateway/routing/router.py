@@ -121,6 +121,13 @@ def outcome_of(exc: BaseException | None) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
 
 
+def _in_process(deployment: DeploymentRuntime) -> bool:
+    try:
+        return deployment.capabilities.in_process
+    except ProviderError:  # a local model tells its capabilities only once it is loaded
+        return True
+
+
 def _retryable(exc: ProviderError) -> bool:
     if isinstance(exc, ProviderUnavailable):
         return True

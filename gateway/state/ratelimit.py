@@ -29,7 +29,8 @@ logger = logging.getLogger("gateway.state.ratelimit")
 
 # KEYS: the request bucket, the token bucket. ARGV: rpm, tpm (0: no such bucket), tokens,
 # mode ("admit" or "adjust"). Returns {admitted (1, 0, or -1: can never fit), request
-# level, token level} with levels as strings (Lua numbers would come back truncated).
+# level, token level}, the levels refilled but before this request's charge, as strings
+# (Lua numbers would come back truncated).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -56,9 +57,10 @@ if ARGV[4] == 'adjust' then
 end
 if k and tokens > tpm then return out(-1) end
 if (r and r < 1) or (k and k < tokens) then return out(0) end
-if r then r = r - 1; store(KEYS[1], r) end
-if k then k = k - tokens; store(KEYS[2], k) end
-return out(1)
+local reply = out(1)
+if r then store(KEYS[1], r - 1) end
+if k then store(KEYS[2], k - tokens) end
+return reply
 """
 
 
