@@ -70,6 +70,8 @@ def build_usage_query(
 ) -> tuple[str, list[Any]]:
     """The SQL (and its parameters) summing the ``usage`` table per group over ``[start, end)``."""
     mark = "%s" if dialect == "postgresql" else "?"
+    # PostgreSQL's ORDER BY may name an output column but not use it in an expression.
+    order = "grp NULLS LAST" if dialect == "postgresql" else "grp IS NULL, grp"
     expression, params = _group_expression(group_by, dialect)
     where, bounds = [], []
     if start is not None:
@@ -81,7 +83,7 @@ def build_usage_query(
     sql = (
         f"SELECT {expression} AS grp, COUNT(*), COALESCE(SUM(inputs), 0), COALESCE(SUM(prompt_tokens), 0), "
         f"COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost), 0.0) FROM usage"
-        f"{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY grp ORDER BY grp IS NULL, grp"
+        f"{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY grp ORDER BY {order}"
     )
     return sql, [*params, *bounds]
 
