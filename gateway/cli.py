@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers if args.workers is not None else config.server.workers
-    problems = check_workers(config, workers)
+    problems = check_workers(config, workers) if workers >= 1 else [f"--workers must be at least 1, not {workers}"]
     if problems:
         print(f"{path}: {len(problems)} error(s) in the config:", file=sys.stderr)
         for line in problems:
