@@ -89,7 +89,9 @@ def test_a_circuit_opened_by_one_process_is_skipped_by_the_other(tmp_path: Path)
     }
     path = config(tmp_path, models=models, state=redis_url(), state_prefix=unique("test-") + ":")
     with serve(path) as (_, a), serve(path) as (_, b):
-        circuit = lambda base: httpx.get(f"{base}/readyz").json()["deployments"]["down-upstream"]["circuit"]
+        def circuit(base: str) -> str:
+            return str(httpx.get(f"{base}/readyz").json()["deployments"]["down-upstream"]["circuit"])
+
         assert circuit(b) == "closed"
         response = httpx.post(f"{a}/v1/embeddings", json={"model": "remote", "input": "x"}, timeout=30)
         assert response.status_code in (502, 503, 504)

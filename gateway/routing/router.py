@@ -136,13 +136,6 @@ def _retryable(exc: ProviderError) -> bool:
     return isinstance(exc, UpstreamResponseError) and exc.status in RETRYABLE_STATUSES
 
 
-def _in_process(deployment: DeploymentRuntime) -> bool:
-    try:
-        return deployment.capabilities.in_process
-    except ProviderError:  # a local model tells its capabilities only once it is loaded
-        return True
-
-
 class Router:
     """Orders an alias's deployments and tries them within the request's deadline."""
 
