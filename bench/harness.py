@@ -49,14 +49,16 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], *, timeout_s: float =
 
 
 @contextlib.contextmanager
-def gateway_process(config: dict[str, Any], *, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def gateway_process(
+    config: dict[str, Any], *, extra_env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[str]:
     """``embedding-gateway serve`` on a free loopback port with ``config``; yields its base URL."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
         config = {**config, "server": {**config.get("server", {}), "host": "127.0.0.1", "port": port}}
         path.write_text(yaml.safe_dump(config))
-        command = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--log-level", "warning"]
+        command = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--log-level", "warning", *extra_args]
         env = {**os.environ, **(extra_env or {})}
         process = subprocess.Popen(command, cwd=ROOT, env=env)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from gateway.auth import Authenticator
@@ -14,16 +15,21 @@ from gateway.http.api import ApiHandlers
 from gateway.http.dispatch import FrontDoor
 from gateway.http.ops import OpsHandlers
 from gateway.http.routes import Route, RouteTable
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Limiter, RateLimiter
+from gateway.routing.health import HealthProbes
 from gateway.routing.router import Router
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import EmbeddingService
+from gateway.state.circuits import SharedCircuits
+from gateway.state.client import SharedState
+from gateway.state.ratelimit import SharedRateLimiter
 from gateway.usage.accounting import Accounting
 from gateway.usage.ledger import UsageLedger
 from gateway.usage.metrics import Metrics
+from gateway.usage.workers import WorkerMetrics
 from providers.local.microbatch import MicroBatcher
 
-__all__ = ["GatewayApp", "create_app"]
+__all__ = ["GatewayApp", "SharedParts", "create_app"]
 
 logger = logging.getLogger("gateway")
 
@@ -56,20 +62,38 @@ def _tune_gc() -> None:
 
 
 def create_app(
-    config: GatewayConfig, *, runtime: Runtime | None = None, log_format: str = "text", tune_gc: bool = False
+    config: GatewayConfig,
+    *,
+    runtime: Runtime | None = None,
+    log_format: str = "text",
+    tune_gc: bool = False,
+    metrics_dir: Path | None = None,
 ) -> GatewayApp:
     """An ASGI app serving ``config``; its lifespan loads the models and opens the ledger.
 
     ``tune_gc`` adjusts the process's garbage collector once the models are loaded (for
-    ``serve``, which owns its process)."""
+    ``serve``, which owns its process). ``metrics_dir`` is given to each of several workers
+    (:mod:`gateway.usage.workers`)."""
     runtime = runtime or build_runtime(config)
     metrics = Metrics(aliases=config.models) if config.server.metrics else None
     ledger = UsageLedger(config.usage.ledger) if config.usage.enabled else None
+    shared = SharedParts.build(config)
+    probes = HealthProbes(runtime)
+    workers = WorkerMetrics(metrics.registry, metrics_dir) if metrics is not None and metrics_dir else None
     if metrics is not None:
         metrics.watch_ledger(ledger)
+        metrics.watch_state(shared.state)
+        metrics.watch_health(probes.deployments)
+        if workers is not None:
+            metrics.share(workers.render)
     auth = Authenticator(config.auth)
-    router = Router(metrics)
-    service = EmbeddingService(runtime, router, limiter=RateLimiter())
+    circuits = shared.circuits
+    router = Router(
+        metrics,
+        on_breaker=circuits.watch if circuits is not None else None,
+        on_breaker_change=circuits.changed if circuits is not None else None,
+    )
+    service = EmbeddingService(runtime, router, limiter=shared.limiter)
     api = ApiHandlers(config, runtime, service, auth=auth)
     ops = OpsHandlers(
         runtime, auth=auth, metrics=metrics, ledger=ledger,
@@ -85,15 +109,23 @@ def create_app(
             await ledger.start()
         try:
             await runtime.start()
+            await shared.start()
+            await probes.start()
             if metrics is not None:
                 _watch_local_models(runtime, metrics)
+            if workers is not None:
+                workers.start()
             if tune_gc:
                 _tune_gc()
             yield
         finally:
+            await probes.aclose()
+            await shared.aclose()
             await runtime.aclose()
             if ledger is not None:
                 await ledger.aclose()
+            if workers is not None:
+                await workers.aclose()
             logger.info("gateway stopped cleanly")
 
     routes = [
@@ -109,3 +141,36 @@ def create_app(
     if metrics is not None:
         routes.append(Route("GET", "/metrics", ops.metrics_text))
     return FrontDoor(RouteTable(routes), lifespan=lifespan, log_format=log_format, on_complete=accounting.complete)
+
+
+class SharedParts:
+    """What ``state: redis://...`` brings: the pooled client, the rate limiter and the
+    shared circuits; without it, the in-memory limiter and nothing else."""
+
+    def __init__(
+        self, limiter: Limiter, state: SharedState | None = None, circuits: SharedCircuits | None = None
+    ) -> None:
+        self.limiter = limiter
+        self.state = state
+        self.circuits = circuits
+
+    @classmethod
+    def build(cls, config: GatewayConfig) -> SharedParts:
+        if config.state is None:
+            return cls(RateLimiter())
+        state = SharedState(config.state)
+        return cls(SharedRateLimiter(state), state, SharedCircuits(state))
+
+    async def start(self) -> None:
+        if self.state is None:
+            return
+        if await self.state.ping():
+            logger.info("shared state at %s answers", self.state.config.display)
+        if self.circuits is not None:
+            self.circuits.start()
+
+    async def aclose(self) -> None:
+        if self.circuits is not None:
+            await self.circuits.aclose()
+        if self.state is not None:
+            await self.state.aclose()

@@ -15,9 +15,9 @@ from typing import Sequence
 import httpx
 import orjson
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, check_workers, load_config
 
-__all__ = ["exposure_warning", "main"]
+__all__ = ["exposure_warning", "main", "setup_logging"]
 
 logger = logging.getLogger("gateway")
 
@@ -55,7 +55,7 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def _setup_logging(level: str, log_format: str = "text") -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
     if log_format == "json":
         handler = logging.StreamHandler()
         handler.setFormatter(_JsonFormatter())
@@ -84,31 +84,27 @@ def exposure_warning(config: GatewayConfig, host: str) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from gateway.server import run, startup_line
 
-    from gateway.app import create_app
-
-    _setup_logging(args.log_level, args.log_format)
-    config = _load(_config_path(args.config))
+    setup_logging(args.log_level, args.log_format)
+    path = _config_path(args.config)
+    config = _load(path)
     if config is None:
         return 2
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    workers = args.workers if args.workers is not None else config.server.workers
+    problems = check_workers(config, workers) if workers >= 1 else [f"--workers must be at least 1, not {workers}"]
+    if problems:
+        print(f"{path}: {len(problems)} error(s) in the config:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
     warning = exposure_warning(config, host)
     if warning is not None:
         logger.warning(warning)
-    app = create_app(config, log_format=args.log_format, tune_gc=True)
-    server = uvicorn.Server(uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=args.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        log_config=None,
-    ))
-    logger.info("serving %d model alias(es) from %s on http://%s:%d", len(config.models), config.source, host, port)
-    server.run()
+    logger.info(startup_line(config, host=host, port=port, workers=workers))
+    run(config, host=host, port=port, workers=workers, log_level=args.log_level, log_format=args.log_format)
     return 0
 
 
@@ -120,6 +116,9 @@ def _check(args: argparse.Namespace) -> int:
     for name, alias in config.models.items():
         names = ", ".join(f"{d.name} ({d.provider})" for d in alias.deployments)
         print(f"{name}: {alias.routing}: {names}")
+    if config.server.workers > 1 or config.state is not None:
+        state = config.state.display if config.state else "none"
+        print(f"workers: {config.server.workers}; shared state: {state}")
     print(f"{path}: ok")
     return 0
 
@@ -139,7 +138,7 @@ async def _embed_once(config: GatewayConfig, model: str, texts: list[str], encod
 
 
 def _embed(args: argparse.Namespace) -> int:
-    _setup_logging("warning")
+    setup_logging("warning")
     config = _load(_config_path(args.config))
     if config is None:
         return 2
@@ -178,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="config file (default: $GATEWAY_CONFIG, then ./config.yaml)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="processes sharing the port (default: server.workers, 1)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
     serve.set_defaults(run=_serve)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from gateway.config import KeyConfig
 from gateway.errors import RateLimited
 
-__all__ = ["RateDecision", "RateLimiter", "format_reset"]
+__all__ = [
+    "Limiter", "RateDecision", "RateLimiter", "bucket_headers", "format_reset", "refuse", "snapshot_bucket",
+]
 
 Clock = Callable[[], float]
 
@@ -26,6 +28,14 @@ class RateDecision:
     """An admitted request; ``headers`` go on its response."""
 
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class Limiter(Protocol):
+    """Admits requests against a key's rpm/tpm: in memory (one process) or in shared state."""
+
+    async def admit(self, key: KeyConfig | None, tokens: int) -> RateDecision: ...
+
+    def adjust_tokens(self, key: KeyConfig | None, delta: int) -> None: ...
 
 
 class _Bucket:
@@ -71,6 +81,8 @@ def format_reset(seconds: float) -> str:
 
 
 class RateLimiter:
+    """Token buckets in this process's memory: the limits of one process."""
+
     def __init__(self, *, clock: Clock = time.monotonic) -> None:
         """Buckets for every key that has ``rpm`` or ``tpm``, made on first use; ``clock`` is in seconds.
 
@@ -88,38 +100,18 @@ class RateLimiter:
         for bucket in (requests, token_bucket):
             if bucket is not None:
                 bucket.refill(now)
-        if token_bucket is not None and tokens > token_bucket.capacity:
-            raise RateLimited(
-                f"this request has {tokens} tokens, more than gateway key {key.id!r} may use in a minute "
-                f"({key.tpm} tokens per minute), so it can never be admitted; split the input into "
-                f"smaller requests",
-                param="input",
-                headers=self._headers(requests, token_bucket),
-            )
-        waits: list[tuple[float, str]] = []
-        if requests is not None and requests.level < 1:
-            waits.append((requests.wait_for(1), f"{key.rpm} requests per minute"))
-        if token_bucket is not None and token_bucket.level < tokens:
-            waits.append((
-                token_bucket.wait_for(tokens),
-                f"{key.tpm} tokens per minute (this request needs {tokens}, "
-                f"{max(0, math.floor(token_bucket.level))} are available now)",
-            ))
-        if waits:
-            wait = max(seconds for seconds, _ in waits)
-            limits = " and ".join(text for _, text in waits)
-            headers = self._headers(requests, token_bucket)
-            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
-            raise RateLimited(
-                f"rate limit reached for gateway key {key.id!r}: {limits}; retry in {format_reset(wait)}",
-                retry_after=float(max(1, math.ceil(wait))),
-                headers=headers,
-            )
+        refusal = refuse(key, tokens, requests, token_bucket)
+        if refusal is not None:
+            raise refusal
         if requests is not None:
             requests.level -= 1
         if token_bucket is not None:
             token_bucket.level -= tokens
-        return RateDecision(headers=self._headers(requests, token_bucket))
+        return RateDecision(headers=bucket_headers(requests, token_bucket))
+
+    async def admit(self, key: KeyConfig | None, tokens: int) -> RateDecision:
+        """:meth:`check`, as every :class:`Limiter` offers it."""
+        return self.check(key, tokens)
 
     def adjust_tokens(self, key: KeyConfig | None, delta: int) -> None:
         """Charges ``delta`` more tokens (or refunds, if negative) once the real count is known."""
@@ -141,11 +133,53 @@ class RateLimiter:
             self._buckets[key.id] = buckets
         return buckets
 
-    @staticmethod
-    def _headers(requests: _Bucket | None, tokens: _Bucket | None) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if requests is not None:
-            headers.update(requests.headers("requests"))
-        if tokens is not None:
-            headers.update(tokens.headers("tokens"))
-        return headers
+
+def bucket_headers(requests: _Bucket | None, tokens: _Bucket | None) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of a key's buckets."""
+    headers: dict[str, str] = {}
+    if requests is not None:
+        headers.update(requests.headers("requests"))
+    if tokens is not None:
+        headers.update(tokens.headers("tokens"))
+    return headers
+
+
+def refuse(key: KeyConfig, tokens: int, requests: _Bucket | None, token_bucket: _Bucket | None) -> RateLimited | None:
+    """The refusal of a request of ``tokens`` tokens by buckets at their current (refilled)
+    levels, or ``None`` when they can pay for it. Shared by the in-memory and Redis limiters,
+    so both refuse with the same words and headers."""
+    if token_bucket is not None and tokens > token_bucket.capacity:
+        return RateLimited(
+            f"this request has {tokens} tokens, more than gateway key {key.id!r} may use in a minute "
+            f"({key.tpm} tokens per minute), so it can never be admitted; split the input into "
+            f"smaller requests",
+            param="input",
+            headers=bucket_headers(requests, token_bucket),
+        )
+    waits: list[tuple[float, str]] = []
+    if requests is not None and requests.level < 1:
+        waits.append((requests.wait_for(1), f"{key.rpm} requests per minute"))
+    if token_bucket is not None and token_bucket.level < tokens:
+        waits.append((
+            token_bucket.wait_for(tokens),
+            f"{key.tpm} tokens per minute (this request needs {tokens}, "
+            f"{max(0, math.floor(token_bucket.level))} are available now)",
+        ))
+    if not waits:
+        return None
+    wait = max(seconds for seconds, _ in waits)
+    limits = " and ".join(text for _, text in waits)
+    headers = bucket_headers(requests, token_bucket)
+    headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+    return RateLimited(
+        f"rate limit reached for gateway key {key.id!r}: {limits}; retry in {format_reset(wait)}",
+        retry_after=float(max(1, math.ceil(wait))),
+        headers=headers,
+    )
+
+
+def snapshot_bucket(per_minute: int, level: float) -> _Bucket:
+    """A bucket at ``level`` (as another store reported it), for :func:`refuse` and the headers."""
+    bucket = _Bucket(per_minute, 0.0)
+    bucket.level = level
+    return bucket

@@ -29,6 +29,10 @@ class DeploymentRuntime:
     alias: str
     in_flight: int = 0
     ready: bool = False
+    #: ``unknown`` (not probed), ``up`` or ``down``, from the health probe when one is configured.
+    health: str = "unknown"
+    #: Why the last probe failed (no secrets: the provider error's message).
+    health_error: str | None = None
     #: USD per million tokens: the configured price, else the catalog's list price, else None.
     price_per_million_tokens: float | None = None
 

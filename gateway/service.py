@@ -17,7 +17,7 @@ from gateway.batching import Batch, Budget, merge_results, run_batches, split_ba
 from gateway.config import KeyConfig
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Limiter, RateLimiter
 from gateway.record import RequestRecord, RequestTrace, Served
 from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
@@ -47,10 +47,10 @@ AnyRequest = EmbeddingsRequest | ContextualizedRequest
 class EmbeddingService:
     """Serves parsed requests; ``limiter`` admits each one once its tokens are counted."""
 
-    def __init__(self, runtime: Runtime, router: Router, *, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, runtime: Runtime, router: Router, *, limiter: Limiter | None = None) -> None:
         self.runtime = runtime
         self.router = router
-        self.limiter = limiter or RateLimiter()
+        self.limiter: Limiter = limiter or RateLimiter()
 
     def resolve(self, model: str) -> AliasRuntime:
         alias = self.runtime.aliases.get(model)
@@ -97,7 +97,7 @@ class EmbeddingService:
             check_token_limits(alias, counts, estimated=estimated)
             budgets.append(Budget(counts, limits.batch_tokens))
             charged = sum(counts)
-        self._admit(record, key, charged)
+        await self._admit(record, key, charged)
         batches = split_batches(len(inputs), max_items=limits.batch_inputs, budgets=budgets)
         served = await _RequestRun(self.router, alias, request, record, width).serve(inputs, batches)
         self._settle(key, served, charged)
@@ -130,7 +130,7 @@ class EmbeddingService:
         _, max_tokens = alias.batch_limits()
         check_token_limits(alias, tokens, estimated=True)
         charged = sum(tokens) if key is not None and key.tpm is not None else 0
-        self._admit(record, key, charged)
+        await self._admit(record, key, charged)
         batches = split_batches(
             len(documents),
             max_items=max_documents,
@@ -141,10 +141,10 @@ class EmbeddingService:
         self._settle(key, served, charged)
         return served
 
-    def _admit(self, record: RequestRecord, key: KeyConfig | None, tokens: int) -> None:
+    async def _admit(self, record: RequestRecord, key: KeyConfig | None, tokens: int) -> None:
         """The key's rate limits, charged ``tokens`` (the count the checks above made)."""
         if key is not None and (key.rpm is not None or key.tpm is not None):
-            record.rate_headers = self.limiter.check(key, tokens).headers
+            record.rate_headers = (await self.limiter.admit(key, tokens)).headers
 
     def _settle(self, key: KeyConfig | None, served: Served, charged: int) -> None:
         """Charge the key what the backends really counted, now that it is known."""

@@ -15,8 +15,11 @@ from gateway.config.settings import (
     GatewayConfig,
     KeyConfig,
     ServerConfig,
+    StateConfig,
     UsageConfig,
+    check_workers,
     load_config,
+    redact_url,
     parse_config,
 )
 
@@ -31,7 +34,10 @@ __all__ = [
     "GatewayConfig",
     "KeyConfig",
     "ServerConfig",
+    "StateConfig",
     "UsageConfig",
+    "check_workers",
     "load_config",
+    "redact_url",
     "parse_config",
 ]

@@ -30,9 +30,12 @@ __all__ = [
     "GatewayConfig",
     "KeyConfig",
     "ServerConfig",
+    "StateConfig",
     "UsageConfig",
+    "check_workers",
     "load_config",
     "parse_config",
+    "redact_url",
 ]
 
 #: A deployment's circuit opens after this many consecutive failures (0: never)...
@@ -48,14 +51,21 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 ROUTING_STRATEGIES = ("fallback", "weighted", "least-busy")
 
-_TOP_KEYS = ("server", "auth", "usage", "models")
-_SERVER_KEYS = ("host", "port", "max_request_bytes", "metrics")
+DEFAULT_HEALTH_INTERVAL_S = 60.0
+LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+STATE_SCHEMES = ("redis://", "rediss://", "unix://")
+STATE_FAILURE_MODES = ("open", "closed")
+#: Every key the gateway writes in shared state starts with this (several gateways may share one Redis).
+DEFAULT_STATE_PREFIX = "embedding-gateway:"
+
+_TOP_KEYS = ("server", "auth", "usage", "models", "state", "state_failure", "state_prefix")
+_SERVER_KEYS = ("host", "port", "max_request_bytes", "metrics", "workers")
 _LIMIT_KEYS = ("max_inputs", "max_input_tokens", "max_request_tokens")
 _DEPLOYMENT_KEYS = (
     "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
     "dimensions", "matryoshka", *_LIMIT_KEYS, "price_per_million_tokens", "extra_body",
     "timeout_s", "connect_timeout_s", "breaker_failures", "breaker_cooldown_s",
-    "default_input_type",
+    "default_input_type", "health_check", "health_interval_s",
 )
 INPUT_TYPES = ("query", "document")
 _ALIAS_KEYS = ("routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", *_LIMIT_KEYS)
@@ -76,6 +86,8 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     #: Serve /metrics and count requests for it.
     metrics: bool = True
+    #: Processes sharing the port (``serve --workers`` overrides it).
+    workers: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +115,31 @@ class UsageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StateConfig:
+    """Shared state (``state: redis://...``): rate limits and circuits shared by workers and replicas."""
+
+    url: str = field(repr=False)
+    #: What rate limits do while the state server cannot be reached: admit (open) or refuse (closed).
+    failure: str = "open"
+    prefix: str = DEFAULT_STATE_PREFIX
+
+    @property
+    def display(self) -> str:
+        """The URL without its password, for logs."""
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:secret@host/db`` as ``scheme://user:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeploymentConfig:
     name: str
     provider: str
@@ -124,6 +161,9 @@ class DeploymentConfig:
     #: Consecutive failures that open the deployment's circuit breaker (0: never opens).
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
     breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
+    #: Probe the deployment with a one-input embed at start and every ``health_interval_s``.
+    health_check: bool = False
+    health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
     options: dict[str, Any] = field(default_factory=dict)
     #: ``query`` or ``document`` for requests that send no ``input_type``; None: the
     #: provider's own default.
@@ -155,7 +195,21 @@ class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig | None = None
     usage: UsageConfig = field(default_factory=UsageConfig)
+    state: StateConfig | None = None
     source: str | None = None
+
+
+def check_workers(config: GatewayConfig, workers: int) -> list[str]:
+    """Why ``config`` cannot be served by ``workers`` processes (or several replicas): each
+    process would admit a key's whole rate limit unless the limits live in ``state``."""
+    limited = [k.id for k in (config.auth.keys if config.auth else ()) if k.rpm is not None or k.tpm is not None]
+    if workers > 1 and limited and config.state is None:
+        return [
+            f"state: is required with {workers} workers while keys have rate limits "
+            f"({', '.join(limited)}): each process would admit the whole limit; set "
+            "state: redis://HOST:6379/0 (or serve one worker)"
+        ]
+    return []
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -185,8 +239,9 @@ def parse_config(
     if usage_reader.node.get("ledger") is False:  # YAML reads a bare `off` as false
         usage_reader.node["ledger"] = "off"
     usage = UsageConfig(ledger=usage_reader.string("ledger", DEFAULT_LEDGER))
-    if usage.ledger != "off" and not usage.ledger.startswith("sqlite:///"):
-        usage_reader.error("ledger", "must be sqlite:///PATH or off")
+    if usage.ledger != "off" and not usage.ledger.startswith(LEDGER_SCHEMES):
+        usage_reader.error("ledger", "must be sqlite:///PATH, postgresql://USER@HOST/DB or off")
+    state = _state(top)
     models_reader = top.child("models")
     if not top.has("models") or not models_reader.node:
         top.error("models", "must name at least one model alias")
@@ -194,9 +249,25 @@ def parse_config(
         str(alias): _alias(str(alias), models_reader.child(str(alias)))
         for alias in models_reader.node
     }
+    config = GatewayConfig(models=models, server=server, auth=auth, usage=usage, state=state, source=source)
+    errors.extend(check_workers(config, server.workers))
     if errors:
         raise ConfigError(errors)
-    return GatewayConfig(models=models, server=server, auth=auth, usage=usage, source=source)
+    return config
+
+
+def _state(top: Reader) -> StateConfig | None:
+    failure = top.string("state_failure", "open", choices=STATE_FAILURE_MODES)
+    prefix = top.string("state_prefix", DEFAULT_STATE_PREFIX)
+    if not top.has("state"):
+        return None
+    url = top.string("state", None)
+    if url is None:
+        return None
+    if not url.startswith(STATE_SCHEMES):
+        top.error("state", "must be a Redis URL: redis://HOST:6379/0, rediss://... or unix:///PATH")
+        return None
+    return StateConfig(url=url, failure=failure, prefix=prefix)
 
 
 def _server(reader: Reader) -> ServerConfig:
@@ -206,6 +277,7 @@ def _server(reader: Reader) -> ServerConfig:
         port=reader.integer("port", DEFAULT_PORT, minimum=0, maximum=65535),
         max_request_bytes=reader.integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
         metrics=reader.boolean("metrics", True),
+        workers=reader.integer("workers", 1, minimum=1, maximum=256),
     )
 
 
@@ -347,6 +419,8 @@ def _deployment(
         connect_timeout_s=reader.number("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S, exclusive=True),
         breaker_failures=reader.integer("breaker_failures", DEFAULT_BREAKER_FAILURES, maximum=1000),
         breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
+        health_check=reader.boolean("health_check", False),
+        health_interval_s=reader.number("health_interval_s", DEFAULT_HEALTH_INTERVAL_S, exclusive=True),
         options=options,
         default_input_type=reader.string("default_input_type", None, choices=INPUT_TYPES),
         honours_input_type=settings is not None and settings.honours_input_type(options),

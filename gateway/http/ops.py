@@ -47,6 +47,10 @@ class OpsHandlers:
             }
             if deployment.name in states:
                 detail["circuit"] = states[deployment.name]
+            if deployment.config.health_check:
+                detail["health"] = deployment.health
+                if deployment.health_error is not None:
+                    detail["health_error"] = deployment.health_error
             deployments[deployment.name] = detail
         ready = self.runtime.ready
         return json_response(

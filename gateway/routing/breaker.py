@@ -15,6 +15,10 @@ router decides which; a bad input proves nothing about the deployment).
 Each call holds a :class:`Permit` from :meth:`Breaker.acquire` (or :meth:`Breaker.force`)
 and hands it back with :meth:`Breaker.succeeded`, :meth:`Breaker.failed` or
 :meth:`Breaker.released` (no verdict: cancelled, or a bad input).
+
+With shared state, another process's verdict arrives through :meth:`Breaker.open_elsewhere`
+and :meth:`Breaker.close_elsewhere` (:mod:`gateway.state.circuits`); ``opened_elsewhere``
+tells the publisher not to echo a transition it did not cause.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Breaker:
         self._failures = 0
         self._opened_until = 0.0
         self._probe: Permit | None = None
+        self._elsewhere = False
 
     def __repr__(self) -> str:
         return f"Breaker({self.name!r}, state={self.state!r}, failures={self._failures})"
@@ -92,6 +97,29 @@ class Breaker:
     def open_until(self) -> float:
         """Clock time the cooldown ends (in the past unless the breaker is open)."""
         return self._opened_until
+
+    @property
+    def opened_elsewhere(self) -> bool:
+        """The current open (or half-open) state came from another process, not from here."""
+        return self._elsewhere
+
+    def open_elsewhere(self, seconds: float) -> None:
+        """Another process opened this deployment's circuit: keep calls out for ``seconds``."""
+        if self._state == "open" and not self._elsewhere:
+            return
+        self._failures = 0
+        self._probe = None
+        self._opened_until = self._clock() + seconds
+        self._elsewhere = True
+        self._set("open")
+
+    def close_elsewhere(self) -> None:
+        """Another process saw the deployment recover before this breaker's cooldown ended."""
+        if self._elsewhere and self._state != "closed":
+            self._probe = None
+            self._failures = 0
+            self._set("closed")
+        self._elsewhere = False
 
     def available(self) -> bool:
         """Whether :meth:`acquire` would let a call through now (without taking a permit)."""
@@ -118,6 +146,7 @@ class Breaker:
         # Any success is evidence enough; an outstanding probe then counts as a plain call.
         self._probe = None
         self._failures = 0
+        self._elsewhere = False
         if self._state != "closed":
             self._set("closed")
 
@@ -142,6 +171,7 @@ class Breaker:
         return False
 
     def _open(self) -> None:
+        self._elsewhere = False
         self._failures = 0
         self._opened_until = self._clock() + self.settings.cooldown_s
         self._set("open")

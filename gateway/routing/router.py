@@ -2,7 +2,8 @@
 
 The alias's strategy orders its deployments: ``fallback`` in config order, ``weighted``
 one drawn by weight then the others in order, ``least-busy`` by calls in flight. A
-deployment whose circuit breaker is open is skipped; when every one is, the one whose
+deployment whose circuit breaker is open, or that its health probe found down
+(:mod:`gateway.routing.health`), is skipped; when every one is, the one whose
 cooldown ends first is tried anyway, so a request never fails untried.
 
 What happens after a failure is decided by exception class and status, never by message:
@@ -120,6 +121,13 @@ def outcome_of(exc: BaseException | None) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
 
 
+def _in_process(deployment: DeploymentRuntime) -> bool:
+    try:
+        return deployment.capabilities.in_process
+    except ProviderError:  # a local model tells its capabilities only once it is loaded
+        return True
+
+
 def _retryable(exc: ProviderError) -> bool:
     if isinstance(exc, ProviderUnavailable):
         return True
@@ -139,10 +147,16 @@ class Router:
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         backoff: Backoff | None = None,
+        on_breaker: Callable[[Breaker], None] | None = None,
+        on_breaker_change: Callable[[str, str], None] | None = None,
     ) -> None:
         """``metrics`` receives attempts, retries, fallbacks and breaker states; ``rng``,
-        ``clock`` (seconds, monotonic) and ``sleep`` replace randomness and time in tests."""
+        ``clock`` (seconds, monotonic) and ``sleep`` replace randomness and time in tests.
+        ``on_breaker`` is handed each upstream deployment's breaker once it exists and
+        ``on_breaker_change(name, state)`` every transition (how circuits are shared)."""
         self.metrics = metrics
+        self._on_breaker = on_breaker
+        self._on_breaker_change = on_breaker_change
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.clock = clock or time.monotonic
@@ -159,11 +173,15 @@ class Router:
             breaker = Breaker(deployment.name, settings, clock=self.clock, on_change=self._breaker_changed)
             self._breakers[deployment] = breaker
             self._breaker_changed(deployment.name, "closed")
+            if self._on_breaker is not None and not _in_process(deployment):
+                self._on_breaker(breaker)
         return breaker
 
     def _breaker_changed(self, name: str, state: str) -> None:
         if self.metrics is not None:
             self.metrics.set_circuit_state(name, state)
+        if self._on_breaker_change is not None:
+            self._on_breaker_change(name, state)
 
     def deadline(self, alias: AliasRuntime) -> float:
         """When a request for ``alias`` starting now must be answered, on the router's clock."""
@@ -289,7 +307,7 @@ class _BatchRouting:
         for deployment in deployments if len(deployments) == 1 else router.order(alias, pin):
             if pin is not None and not pin.admits(deployment):
                 continue
-            permit = router.breaker_for(deployment).acquire()
+            permit = router.breaker_for(deployment).acquire() if deployment.health != "down" else None
             if permit is None:
                 skipped.append(deployment)
                 continue

@@ -1,11 +1,13 @@
-"""The usage ledger: one SQLite row per request, written off the event loop.
+"""The usage ledger: one row per request in SQLite or PostgreSQL, written off the event loop.
 
 ``record()`` only puts the row on an in-memory queue. One writer thread takes rows off it
 in batches (``batch_rows``, or whatever arrived within ``flush_interval_s``) and inserts
-each batch in one transaction, in WAL mode. A failed write (disk full, database locked,
-table gone) keeps its rows and is retried with backoff, reopening the database, so a sick
-disk costs memory up to ``max_queue`` rows and never a request; past that bound new rows
-are dropped and counted. ``aclose()`` writes everything still queued before it returns.
+each batch in one transaction through a :class:`LedgerStore` (:mod:`gateway.usage.sqlite`,
+:mod:`gateway.usage.postgres`; the table is :mod:`gateway.usage.schema`). A failed write
+(disk full, database locked or unreachable, table gone) keeps its rows and is retried with
+backoff, reconnecting, so a sick database costs memory up to ``max_queue`` rows and never a
+request; past that bound new rows are dropped and counted. ``aclose()`` writes everything
+still queued before it returns.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Protocol, Sequence
 
-import orjson
+from gateway.usage.report import LedgerError, ledger_path
+from gateway.usage.schema import UsageRecord
 
-from gateway.usage.report import LedgerError, ledger_path, query_usage
-
-__all__ = ["LedgerError", "UsageLedger", "UsageRecord", "ledger_path"]
+__all__ = ["LedgerError", "LedgerStore", "UsageLedger", "UsageRecord", "ledger_path", "open_store"]
 
 logger = logging.getLogger("gateway.usage.ledger")
 
@@ -31,52 +31,43 @@ DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_BATCH_ROWS = 500
 DEFAULT_FLUSH_INTERVAL_S = 0.05
 DEFAULT_BUSY_TIMEOUT_S = 1.0
+DEFAULT_CONNECT_TIMEOUT_S = 3
 #: Write attempts at shutdown before the rows still queued are given up.
 CLOSE_ATTEMPTS = 3
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
-# No NOT NULL constraints: one malformed row must never make its whole batch fail forever.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS usage (
-        id INTEGER PRIMARY KEY, ts REAL, request_id TEXT, key_id TEXT, alias TEXT,
-        deployment TEXT, provider TEXT, upstream_model TEXT, inputs INTEGER,
-        prompt_tokens INTEGER, total_tokens INTEGER, cost REAL, status INTEGER,
-        latency_ms REAL, attempts INTEGER, user TEXT, metadata TEXT)""",
-    # Usage reports read a time window and group it: one index, on time. Each further index
-    # would be one more B-tree written for every request the gateway serves.
-    "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts)",
-)
+class LedgerStore(Protocol):
+    """One backend's blocking operations; all but :meth:`query` run on the writer thread."""
+
+    #: Where the rows go, for logs (no password).
+    description: str
+    #: Whether :meth:`UsageLedger.start` fails when the store cannot be opened (a local
+    #: file: a wrong path is a config error) or starts anyway and keeps retrying (a server).
+    required_at_start: bool
+
+    def open(self) -> None:
+        """Connects and creates or migrates the table; raises :class:`LedgerError`."""
+
+    def write(self, rows: Sequence[UsageRecord]) -> None:
+        """Inserts ``rows`` in one transaction; raises anything on failure."""
+
+    def close(self) -> None: ...
+
+    def query(self, start: float | None, end: float | None, group_by: str) -> list[dict[str, Any]]:
+        """Usage per group (see :func:`gateway.usage.report.query_usage`), on its own connection."""
+        ...
 
 
-class UsageRecord(NamedTuple):
-    """One answered (or refused) request, as the ledger stores it (fields in column order).
+def open_store(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> LedgerStore:
+    """The store for a ledger URL: ``sqlite:///PATH`` or ``postgresql://...``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from gateway.usage.postgres import PostgresStore
 
-    A named tuple: one is built for every request, and a frozen dataclass of this many
-    fields costs several times as much to build."""
+        return PostgresStore(url, connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S)
+    from gateway.usage.sqlite import SqliteStore
 
-    ts: float
-    request_id: str
-    key_id: str | None
-    alias: str
-    deployment: str | None
-    provider: str | None
-    upstream_model: str | None
-    inputs: int
-    prompt_tokens: int
-    total_tokens: int
-    cost: float | None
-    status: int
-    latency_ms: float
-    attempts: int
-    user: str | None = None
-    metadata: dict[str, str] | None = None
-
-
-_INSERT = (
-    f"INSERT INTO usage ({', '.join(UsageRecord._fields)}) "
-    f"VALUES ({', '.join('?' * len(UsageRecord._fields))})"
-)
+    return SqliteStore(ledger_path(url), busy_timeout_s=busy_timeout_s)
 
 
 @dataclass(eq=False)
@@ -97,22 +88,22 @@ class UsageLedger:
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
-        """A ledger at ``url`` (``sqlite:///PATH``); nothing is opened before :meth:`start`.
+        """A ledger at ``url`` (``sqlite:///PATH`` or ``postgresql://...``); nothing is opened
+        before :meth:`start`.
 
         ``max_queue`` bounds the rows waiting in memory (queued or being retried);
         ``batch_rows`` and ``flush_interval_s`` decide when a batch is written;
         ``busy_timeout_s`` is how long one write waits for a lock held by another process.
         """
-        self.path = ledger_path(url)
+        self.store = open_store(url, busy_timeout_s=busy_timeout_s)
         self._max_queue = max_queue
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
-        self._busy_timeout_s = busy_timeout_s
         self._queue: queue.SimpleQueue[UsageRecord | _Marker] = queue.SimpleQueue()
         #: Set by a flush or close, so the writer does not sleep out its interval.
         self._urgent = threading.Event()
         self._held: list[UsageRecord] = []
-        self._conn: sqlite3.Connection | None = None
+        self._connected = False
         self._thread: threading.Thread | None = None
         self._closed = False
         self._failing = False
@@ -142,10 +133,18 @@ class UsageLedger:
         return self._pending
 
     async def start(self) -> None:
-        """Opens the database (WAL), creates the table, starts the writer; raises :class:`LedgerError`."""
+        """Opens the store (creating or migrating the table) and starts the writer; raises
+        :class:`LedgerError` when a store that is required at start cannot be opened."""
         if self._thread is not None:
             return
-        self._conn = await asyncio.to_thread(self._connect)
+        try:
+            await asyncio.to_thread(self.store.open)
+            self._connected = True
+        except LedgerError as exc:
+            if self.store.required_at_start:
+                raise
+            logger.error("usage ledger %s cannot be opened yet (%s): rows are kept and retried", self.store.description, exc)
+            self._failing = True
         self._thread = threading.Thread(target=self._run, name="usage-ledger-writer", daemon=True)
         self._thread.start()
 
@@ -188,7 +187,7 @@ class UsageLedger:
     ) -> list[dict[str, Any]]:
         """Usage per group over ``[start, end)`` (epoch seconds), rows recorded so far included."""
         await self.flush()
-        return await asyncio.to_thread(query_usage, self.path, start=start, end=end, group_by=group_by)
+        return await asyncio.to_thread(self.store.query, start, end, group_by)
 
     async def _send_marker(self, *, closing: bool) -> None:
         """Queues a marker behind every accepted row and waits for the writer to reach it."""
@@ -210,22 +209,6 @@ class UsageLedger:
             self._queue.put(_Marker(wake, closing=closing))
         self._urgent.set()
         await done
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the usage ledger at {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise LedgerError(f"cannot prepare the usage ledger at {self.path}: {exc}") from exc
-        return conn
 
     # The writer thread: everything below runs off the event loop.
 
@@ -276,12 +259,12 @@ class UsageLedger:
 
     def _write_held(self) -> bool:
         try:
-            if self._conn is None:
-                self._conn = self._connect()
+            if not self._connected:
+                self.store.open()
+                self._connected = True
             while self._held:
                 chunk = self._held[: self._batch_rows]
-                with self._conn:
-                    self._conn.executemany(_INSERT, map(_row, chunk))
+                self.store.write(chunk)
                 del self._held[: len(chunk)]
                 self._written += len(chunk)
                 with self._lock:
@@ -323,22 +306,9 @@ class UsageLedger:
         self._close_connection()
 
     def _close_connection(self) -> None:
-        if self._conn is not None:
+        if self._connected:
+            self._connected = False
             try:
-                self._conn.close()
-            except sqlite3.Error:
+                self.store.close()
+            except Exception:  # closing a broken connection may fail too; it is dropped either way
                 pass
-            self._conn = None
-
-
-def _row(rec: UsageRecord) -> tuple[Any, ...]:
-    """The row's values in column order: the record itself, unless it has metadata to encode."""
-    if rec.metadata is None:
-        return rec
-    if not rec.metadata:
-        return (*rec[:-1], None)
-    try:
-        metadata = orjson.dumps(rec.metadata).decode()
-    except TypeError:
-        metadata = orjson.dumps({str(k): str(v) for k, v in rec.metadata.items()}).decode()
-    return (*rec[:-1], metadata)

@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["CIRCUIT_STATES", "LedgerStats", "Metrics", "NO_LABEL", "OTHER_ALIAS"]
+__all__ = ["CIRCUIT_STATES", "HealthStats", "LedgerStats", "Metrics", "NO_LABEL", "OTHER_ALIAS", "StateStats"]
 
 #: The value of ``gateway_circuit_state`` for each breaker state.
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
@@ -53,6 +53,29 @@ class LedgerStats(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+
+class StateStats(Protocol):
+    """What the metrics read from the shared-state client at scrape time."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def errors(self) -> dict[str, int]: ...
+
+    @property
+    def unchecked(self) -> int: ...
+
+
+class HealthStats(Protocol):
+    """A deployment as its health probe left it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def health(self) -> str: ...
 
 
 class _Series:
@@ -139,6 +162,8 @@ class _ScrapeTimeCollector(Collector):
     def __init__(self) -> None:
         self.queue_depths: dict[str, Callable[[], int]] = {}
         self.ledger: LedgerStats | None = None
+        self.state: StateStats | None = None
+        self.probed: list[HealthStats] = []
 
     def describe(self) -> Iterable[Metric]:
         return self._families(with_samples=False)
@@ -174,6 +199,35 @@ class _ScrapeTimeCollector(Collector):
             "gateway_ledger_pending_rows", "Usage rows recorded but not yet written.",
             value=ledger.pending if ledger else 0,
         )
+        yield from self._state_families(self.state if with_samples else None)
+        up = GaugeMetricFamily(
+            "gateway_deployment_up", "Health probe verdict: 1 up, 0 down (probed deployments only).",
+            labels=["deployment"],
+        )
+        probed: list[HealthStats] = self.probed if with_samples else []
+        for probe in probed:
+            if probe.health != "unknown":
+                up.add_metric([probe.name], 1 if probe.health == "up" else 0)
+        yield up
+
+    @staticmethod
+    def _state_families(state: StateStats | None) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "gateway_state_up", "Shared state server (state: redis://...) answering: 1 yes, 0 no.",
+            value=(1 if state.up else 0) if state else 0,
+        )
+        errors = CounterMetricFamily(
+            "gateway_state_errors", "Shared-state commands that failed or were skipped while it was down.",
+            labels=["op"],
+        )
+        for op, count in sorted((state.errors if state else {}).items()):
+            errors.add_metric([op], count)
+        yield errors
+        yield CounterMetricFamily(
+            "gateway_ratelimit_unchecked",
+            "Requests admitted without a rate-limit check because the state server was down (state_failure: open).",
+            value=state.unchecked if state else 0,
+        )
 
 
 class Metrics:
@@ -205,6 +259,7 @@ class Metrics:
         self.registry.register(_PerRequestCollector(self))
         self._scrape_time = _ScrapeTimeCollector()
         self.registry.register(self._scrape_time)
+        self._shared_render: Callable[[], bytes] | None = None
 
     def observe_request(
         self,
@@ -256,8 +311,23 @@ class Metrics:
         """The ledger whose counters ``gateway_ledger_*`` report (zeros without one)."""
         self._scrape_time.ledger = ledger
 
+    def watch_state(self, state: StateStats | None) -> None:
+        """The shared-state client whose health ``gateway_state_*`` report."""
+        self._scrape_time.state = state
+
+    def watch_health(self, deployments: Iterable[HealthStats]) -> None:
+        """Deployments with a health probe, for ``gateway_deployment_up``."""
+        self._scrape_time.probed = list(deployments)
+
+    def share(self, render: Callable[[], bytes]) -> None:
+        """Several workers: ``render()`` gives the totals of all of them (see
+        :mod:`gateway.usage.workers`); one worker keeps the direct path."""
+        self._shared_render = render
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type, for ``GET /metrics``."""
+        if self._shared_render is not None:
+            return self._shared_render(), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def _alias(self, alias: str | None) -> str:
