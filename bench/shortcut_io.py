@@ -13,23 +13,22 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import httpx
 import numpy as np
 import orjson
 import uvloop
 from httpx_aiohttp import AiohttpTransport
+from starlette.types import ASGIApp, Message
 
 from bench.harness import fake_openai_upstream
 from bench.shortcut_cases import BODY, TEXT
-from bench.shortcuts import Case, Run, run_loop
-from gateway.app import _tune_gc
+from bench.shortcuts import Case, Run
+from gateway.app import _tune_gc, create_app
 from gateway.batching import Batch, merge_results, run_batches
 from gateway.config.settings import parse_config
-from gateway.record import Attempted, RequestRecord, RequestTrace, Served
 from gateway.routing.deadlines import DeadlineWatch
 from gateway.routing.router import Router
 from gateway.runtime import build_runtime
@@ -253,11 +252,21 @@ def ledger_case(loop: asyncio.AbstractEventLoop, folder: Path, stack: contextlib
                 _on(loop, batched), "row")
 
 
-def model_cases(loop: asyncio.AbstractEventLoop, stack: contextlib.ExitStack) -> list[Case]:
-    """The local model loaded as ``serve`` loads it: a served process's heap and tokenizer."""
-    runtime = build_runtime(parse_config({"models": {"mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"}}}, {}))
-    loop.run_until_complete(runtime.start())
-    stack.callback(lambda: loop.run_until_complete(runtime.aclose()))
+def app_cases(loop: asyncio.AbstractEventLoop, upstream: str, folder: Path, stack: contextlib.ExitStack) -> list[Case]:
+    """The gateway's app as ``serve`` builds it (local model loaded, ledger and metrics on),
+    called in-process through ASGI: a served process's heap, tokenizer and requests."""
+    config = parse_config({
+        "usage": {"ledger": f"sqlite:///{folder}/app.db"},
+        "models": {
+            "mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"},
+            "fake": {"provider": "openai", "base_url": upstream, "model": "fake-embed", "api_key": "sk-bench"},
+        },
+    }, {})
+    runtime = build_runtime(config)
+    app = create_app(config, runtime=runtime)
+    lifespan = contextlib.AsyncExitStack()
+    loop.run_until_complete(lifespan.enter_async_context(app.lifespan_context(app)))
+    stack.callback(lambda: loop.run_until_complete(lifespan.aclose()))
     alias = runtime.aliases["mini"]
     provider = alias.deployments[0].provider
     service = EmbeddingService(runtime, Router())
@@ -274,44 +283,43 @@ def model_cases(loop: asyncio.AbstractEventLoop, stack: contextlib.ExitStack) ->
         cases.append(Case(f"count tokens on loop, {size} text{'s' * (size > 1)}",
                           "gateway/service.py _INLINE_COUNT (and onnx.py _INLINE_TOKENIZE)",
                           _on(loop, _spread(threaded, 1)), _on(loop, _spread(inline, 1)), "request"))
-    cases.append(gc_case())
+    cases.append(gc_case(loop, app))
     return cases
 
 
-def gc_case() -> Case:
-    """Per-request-like allocations (a parsed body, the request's record, an answer, and one
-    reference cycle, as a caught exception kept with its traceback makes), with 256
-    requests in flight, on the heap of a process that loaded the model."""
-    raw = orjson.dumps(BODY)
-    in_flight: deque[RequestRecord] = deque(maxlen=256)
+def gc_case(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> Case:
+    """Requests for the upstream alias (one text, base64 from the upstream, floats to the
+    client) through the whole app, 32 at once, with the collector as Python sets it and as
+    ``serve`` tunes it."""
+    body = orjson.dumps({"model": "fake", "input": TEXT, "encoding_format": "float"})
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+    }
 
-    def request(number: int) -> None:
-        body = orjson.loads(raw)
-        record = RequestRecord(request_id=f"{number:024x}", method="POST", path="/v1/embeddings")
-        record.trace = RequestTrace()
-        record.trace.batch(0, 1).attempts.append(Attempted("one", "openai", "ok"))
-        try:
-            raise TimeoutError("deployment 'one' took too long")
-        except TimeoutError as exc:
-            error = exc
-        record.served = Served(alias=body["model"], vectors=[body["input"]], prompt_tokens=9, tokens_estimated=False,
-                               cost_usd=None, deployment="one", provider="openai", upstream_model="fake-embed",
-                               attempts=1, fallbacks=0, inputs=1)
-        record.metadata = {"error": str(error), "line": orjson.dumps({"id": record.request_id}).decode()}
-        in_flight.append(record)
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"the gateway answered {message['status']}")
+
+    async def request() -> None:
+        await app(dict(scope), receive, send)
+
+    requests = _on(loop, _spread(request))
 
     def workload(tune: bool) -> Run:
-        loop_of_requests = run_loop(lambda: request(len(in_flight)))
-
         def run(n: int) -> float:
             if tune:
                 _tune_gc()
             else:
-                gc.unfreeze()
-                gc.set_threshold(*_DEFAULT_GC)
                 gc.collect()
             try:
-                return loop_of_requests(n)
+                return requests(n)
             finally:
                 gc.unfreeze()
                 gc.set_threshold(*_DEFAULT_GC)
@@ -337,7 +345,7 @@ def cases() -> Iterator[list[Case]]:
             made += upstream_cases(loop, f"{upstream}/v1", stack)
             made.append(single_batch_case(loop))
             made.append(ledger_case(loop, folder, stack))
-            made += model_cases(loop, stack)
+            made += app_cases(loop, f"{upstream}/v1", folder, stack)
             yield made
     finally:
         loop.close()

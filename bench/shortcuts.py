@@ -27,7 +27,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-__all__ = ["Case", "Outcome", "measure", "run_loop"]
+__all__ = ["Case", "Outcome", "Run", "measure", "run_loop"]
 
 #: Runs ``n`` operations one way; returns the seconds they took.
 Run = Callable[[int], float]
