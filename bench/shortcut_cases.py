@@ -10,7 +10,7 @@ import base64
 import dataclasses
 import types
 import uuid
-from typing import Any, Sequence
+from typing import Any
 from unittest import mock
 
 import httpx
@@ -311,14 +311,10 @@ def _ordered_items_general(data: Any, expected: int) -> list[dict[str, Any]]:
 
 def single_item_cases() -> list[Case]:
     data = [{"object": "embedding", "index": 0, "embedding": "AAAA"}]
-    raws: Sequence[bytes] = [bytes(4 * DIMS)]
     return [
         Case("one-item branch: ordered_items", "providers/upstream/wire.py ordered_items",
              run_loop(lambda: _ordered_items_general(data, 1)),
              run_loop(lambda: wire.ordered_items(data, 1, where="bench")), "answer"),
-        Case("one-item branch: bytes join", "providers/upstream/wire.py, gateway/http/body.py",
-             run_loop(lambda: b"".join(raws)),
-             run_loop(lambda: raws[0] if len(raws) == 1 else b"".join(raws)), "request"),
     ]
 
 

@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import queue
 import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import httpx
 import numpy as np
 import orjson
 import uvloop
 from httpx_aiohttp import AiohttpTransport
-from starlette.types import ASGIApp, Message
 
 from bench.harness import fake_openai_upstream
 from bench.shortcut_cases import BODY, TEXT
 from bench.shortcuts import Case, Run
-from gateway.app import _tune_gc, create_app
+from gateway.app import create_app
 from gateway.batching import Batch, merge_results, run_batches
 from gateway.config.settings import parse_config
 from gateway.routing.deadlines import DeadlineWatch
@@ -283,53 +281,9 @@ def app_cases(loop: asyncio.AbstractEventLoop, upstream: str, folder: Path, stac
         cases.append(Case(f"count tokens on loop, {size} text{'s' * (size > 1)}",
                           "gateway/service.py _INLINE_COUNT (and onnx.py _INLINE_TOKENIZE)",
                           _on(loop, _spread(threaded, 1)), _on(loop, _spread(inline, 1)), "request"))
-    cases.append(gc_case(loop, app))
     return cases
 
 
-def gc_case(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> Case:
-    """Requests for the upstream alias (one text, base64 from the upstream, floats to the
-    client) through the whole app, 32 at once, with the collector as Python sets it and as
-    ``serve`` tunes it."""
-    body = orjson.dumps({"model": "fake", "input": TEXT, "encoding_format": "float"})
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "root_path": "", "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
-    }
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            raise RuntimeError(f"the gateway answered {message['status']}")
-
-    async def request() -> None:
-        await app(dict(scope), receive, send)
-
-    requests = _on(loop, _spread(request))
-
-    def workload(tune: bool) -> Run:
-        def run(n: int) -> float:
-            if tune:
-                _tune_gc()
-            else:
-                gc.collect()
-            try:
-                return requests(n)
-            finally:
-                gc.unfreeze()
-                gc.set_threshold(*_DEFAULT_GC)
-
-        return run
-
-    return Case("gc frozen + thresholds", "gateway/app.py _tune_gc", workload(False), workload(True), "request")
-
-
-_DEFAULT_GC = gc.get_threshold()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ one ASGI app (the front door, its route table and its lifespan)."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -52,28 +51,16 @@ def _watch_batcher(name: str, batcher: MicroBatcher, metrics: Metrics) -> None:
     batcher.on_batch = observe
 
 
-def _tune_gc() -> None:
-    """Startup objects (models, config, modules) live as long as the process: move them out
-    of the collector's way, and collect the young generation less often, so each request
-    pays less garbage-collection time. Process-wide, so only for a server process."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def create_app(
     config: GatewayConfig,
     *,
     runtime: Runtime | None = None,
     log_format: str = "text",
-    tune_gc: bool = False,
     metrics_dir: Path | None = None,
 ) -> GatewayApp:
     """An ASGI app serving ``config``; its lifespan loads the models and opens the ledger.
 
-    ``tune_gc`` adjusts the process's garbage collector once the models are loaded (for
-    ``serve``, which owns its process). ``metrics_dir`` is given to each of several workers
-    (:mod:`gateway.usage.workers`)."""
+    ``metrics_dir`` is given to each of several workers (:mod:`gateway.usage.workers`)."""
     runtime = runtime or build_runtime(config)
     metrics = Metrics(aliases=config.models) if config.server.metrics else None
     ledger = UsageLedger(config.usage.ledger) if config.usage.enabled else None
@@ -115,8 +102,6 @@ def create_app(
                 _watch_local_models(runtime, metrics)
             if workers is not None:
                 workers.start()
-            if tune_gc:
-                _tune_gc()
             yield
         finally:
             await probes.aclose()

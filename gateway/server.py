@@ -54,7 +54,7 @@ def run(config: GatewayConfig, *, host: str, port: int, workers: int, log_level:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, log_config=None,
     )
     if workers == 1:
-        app = create_app(config, log_format=log_format, tune_gc=True)
+        app = create_app(config, log_format=log_format)
         uvicorn.Server(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
         return
     if config.source is None:
@@ -82,4 +82,4 @@ def worker_app() -> object:
     config = load_config(os.environ[_CONFIG_ENV])
     metrics_dir = os.environ.get(METRICS_DIR_ENV)
     logger.info("worker %d starting", os.getpid())
-    return create_app(config, log_format=log_format, tune_gc=True, metrics_dir=Path(metrics_dir) if metrics_dir else None)
+    return create_app(config, log_format=log_format, metrics_dir=Path(metrics_dir) if metrics_dir else None)

@@ -42,7 +42,7 @@ async def read_json(call: ApiCall, *, limit: int) -> Any:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:

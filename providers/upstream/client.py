@@ -60,7 +60,9 @@ class UpstreamClient:
     client layer on top (auth flows, redirects, cookie jars, URL merging) has nothing to do
     for one fixed POST and costs more CPU than the transport itself. ``transport`` replaces
     the pool this instance would build (tests pass ``httpx.MockTransport``); a transport
-    passed in is left for its owner to close.
+    passed in is left for its owner to close. The requests carry no ``Host`` or
+    ``Content-Length`` header (aiohttp's pool sets both itself), so a transport that does
+    not, such as httpx's own ``AsyncHTTPTransport``, must add them.
     """
 
     def __init__(

@@ -136,7 +136,7 @@ def _base64_rows(values: Sequence[str], fmt: RowFormat, where: str) -> npt.NDArr
     dtype = _DTYPES[fmt]
     if size % dtype.itemsize:
         raise malformed(where, f"embeddings of {size} bytes are not whole float32 values")
-    joined = raws[0] if len(raws) == 1 else b"".join(raws)
+    joined = b"".join(raws)
     matrix = np.frombuffer(joined, dtype=dtype).reshape(len(raws), size // dtype.itemsize)
     # Little-endian float32 is already native on little-endian machines: no copy there.
     return matrix if matrix.dtype.isnative else matrix.astype(_NATIVE[fmt])
