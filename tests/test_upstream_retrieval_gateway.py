@@ -17,7 +17,8 @@ import openai
 import pytest
 
 from fakes.vectors import fake_token_count
-from retrieval_support import CASES, KEYS, PRICE, retrieval_stack
+from fakes.vectors import typed_matrix
+from retrieval_support import CASES, KEYS, PRICE, alias, retrieval_stack
 from upstream_support import ENCODINGS, Stack, check_vectors, cosine
 
 TEXTS = ["how do magnets work", "the fridge door holds a magnet", "gamma"]
@@ -25,7 +26,14 @@ TEXTS = ["how do magnets work", "the fridge door holds a magnet", "gamma"]
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with retrieval_stack() as running:
+    def more(extra: dict[str, str]) -> dict[str, Any]:
+        return {
+            "cohere-queries": alias("cohere", extra["cohere"], default_input_type="query"),
+            # No task types on this older model: it ignores input_type, and says so.
+            "gemini-legacy": alias("gemini", extra["gemini"], model="embedding-001"),
+        }
+
+    with retrieval_stack(more) as running:
         yield running
 
 
@@ -138,3 +146,21 @@ def test_models_list_says_which_aliases_honour_input_type(gw: Stack, http: httpx
     listed = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
     for provider, case in CASES.items():
         assert listed[provider]["dimensions"] == case.width
+        assert listed[provider]["input_types"] == ["query", "document"]
+    assert listed["gemini-legacy"]["input_types"] == []
+
+
+def test_a_deployments_default_input_type_applies_when_the_request_gives_none(gw: Stack, http: httpx.Client) -> None:
+    for body in ({}, {"input_type": "document"}):
+        response = http.post("/v1/embeddings", json={"model": "cohere-queries", "input": ["x y"], **body})
+        assert response.status_code == 200, response.text
+    asked, told = (r.json["input_type"] for r in CASES["cohere"].calls(gw))
+    assert (asked, told) == ("search_query", "search_document")
+
+
+def test_a_model_without_task_types_gets_none(gw: Stack, http: httpx.Client) -> None:
+    response = http.post("/v1/embeddings", json={"model": "gemini-legacy", "input": ["x y"], "input_type": "query"})
+    assert response.status_code == 200, response.text
+    (sent,) = gw.extra["gemini"].app.log.for_path("/v1beta/models/embedding-001:batchEmbedContents")
+    assert "taskType" not in sent.json["requests"][0]
+    np.testing.assert_allclose(response.json()["data"][0]["embedding"], typed_matrix(["x y"], 768, None)[0], atol=2e-6)

@@ -80,7 +80,6 @@ class CohereProvider(UpstreamProvider):
     max_input_tokens = 512
     max_request_tokens = MAX_TEXTS * 512
     native_encodings = frozenset({"float", "binary"})
-    honours_input_type = True
     known_dimensions = {name: model.dimensions for name, model in COHERE_MODELS.items()}
     reserved = frozenset({"model", "texts", "embedding_types", "output_dimension"})
     settings = Settings(
@@ -94,6 +93,7 @@ class CohereProvider(UpstreamProvider):
         },
         model="required",
         model_message="the cohere provider needs a model, e.g. embed-v4.0",
+        input_type=True,
     )
 
     def setup(self) -> None:

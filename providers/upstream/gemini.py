@@ -79,13 +79,13 @@ class GeminiProvider(UpstreamProvider):
     max_inputs = MAX_REQUESTS
     max_input_tokens = MAX_INPUT_TOKENS
     max_request_tokens = MAX_REQUESTS * MAX_INPUT_TOKENS
-    honours_input_type = True
     known_dimensions = {name: model.dimensions for name, model in GEMINI_MODELS.items()}
     reserved = frozenset({"model", "content", "outputDimensionality"})
     settings = Settings(
         options=dict(COMMON_UPSTREAM_OPTIONS),
         model="required",
         model_message="the gemini provider needs a model, e.g. gemini-embedding-001",
+        input_type=True,
     )
 
     def setup(self) -> None:

@@ -77,13 +77,13 @@ class JinaProvider(UpstreamProvider):
     max_input_tokens = 8192
     max_request_tokens = 300_000
     native_encodings = frozenset({"float", "binary"})
-    honours_input_type = True
     known_dimensions = {name: model.dimensions for name, model in JINA_MODELS.items()}
     reserved = frozenset({"model", "input", "dimensions", "embedding_type", "normalized"})
     settings = Settings(
         options={**COMMON_UPSTREAM_OPTIONS, "encoding": choice("float", "base64", default="float")},
         model="required",
         model_message="the jina provider needs a model, e.g. jina-embeddings-v3",
+        input_type=True,
     )
 
     def setup(self) -> None:

@@ -85,13 +85,13 @@ class VoyageProvider(UpstreamProvider):
     # For a model this module does not know: the strictest published caps.
     max_input_tokens = 4_000
     max_request_tokens = 120_000
-    honours_input_type = True
     known_dimensions = {name: model.dimensions for name, model in VOYAGE_MODELS.items()}
     reserved = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
     settings = Settings(
         options=dict(COMMON_UPSTREAM_OPTIONS),
         model="required",
         model_message="the voyage provider needs a model, e.g. voyage-3.5",
+        input_type=True,
     )
 
     def setup(self) -> None:
