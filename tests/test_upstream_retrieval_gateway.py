@@ -164,3 +164,21 @@ def test_a_model_without_task_types_gets_none(gw: Stack, http: httpx.Client) -> 
     (sent,) = gw.extra["gemini"].app.log.for_path("/v1beta/models/embedding-001:batchEmbedContents")
     assert "taskType" not in sent.json["requests"][0]
     np.testing.assert_allclose(response.json()["data"][0]["embedding"], typed_matrix(["x y"], 768, None)[0], atol=2e-6)
+
+
+def test_extra_body_reaches_each_provider_in_its_place(gw: Stack, http: httpx.Client) -> None:
+    # Gemini's keys belong to every request of the batch; Cohere's own input_type values
+    # (clustering, ...) pass when the gateway's input_type is absent.
+    response = http.post("/v1/embeddings", json={"model": "gemini", "input": ["a b", "c"], "input_type": "document",
+                                                 "extra_body": {"title": "Magnets"}})
+    assert response.status_code == 200, response.text
+    (sent,) = CASES["gemini"].calls(gw)
+    assert [r["title"] for r in sent.json["requests"]] == ["Magnets", "Magnets"]
+    assert "title" not in sent.json
+    response = http.post("/v1/embeddings", json={"model": "cohere", "input": ["a b"],
+                                                 "extra_body": {"input_type": "clustering"}})
+    assert response.status_code == 200, response.text
+    (sent,) = CASES["cohere"].calls(gw)
+    assert sent.json["input_type"] == "clustering"
+    np.testing.assert_allclose(response.json()["data"][0]["embedding"], typed_matrix(["a b"], 1536, "clustering")[0],
+                               atol=2e-6)
