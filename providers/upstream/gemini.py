@@ -16,7 +16,8 @@ What it maps:
     (Gemini's ``TASK_TYPE_UNSPECIFIED``); a ``taskType`` in ``extra_body``
     (``SEMANTIC_SIMILARITY``, ``CLUSTERING``, ...) is sent as it is.
 ``dimensions``
-    ``outputDimensionality`` (gemini-embedding-001: 1..3072; text-embedding-004: 1..768).
+    ``outputDimensionality`` (gemini-embedding-001: 128..3072, as ``providers.catalog``
+    lists it; text-embedding-004: 1..768).
     Gemini normalises only the full-width vector, so a smaller one is re-normalised here.
 encodings
     Gemini answers floats only: the gateway makes ``base64``, ``base64_int8`` and
@@ -40,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions
+from providers.catalog import known
 from providers.options import COMMON_UPSTREAM_OPTIONS, Settings
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.typed import normalised
@@ -98,7 +100,10 @@ class GeminiProvider(UpstreamProvider):
         return dataclasses.replace(super().declare(), input_type=self.flexible)
 
     def native_dimensions(self, width: int) -> tuple[int, int] | None:
-        return (1, width) if self.flexible and width else None
+        if not self.flexible or not width:
+            return None
+        entry = known("gemini", self.model)
+        return entry.native_dimensions if entry and entry.native_dimensions else (1, width)
 
     def path(self, options: EmbedOptions) -> str:
         return self._path
