@@ -8,6 +8,13 @@ request; the client asks for ``float``. With ``--accounting`` it also runs a sec
 with the usage ledger and metrics off and prints the ratio between the two.
 
     python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough]
+                             [--provider cohere]
+
+``--provider cohere`` adds a fake Cohere upstream (``/v2/embed``, 1024 dimensions, the
+same width as the OpenAI-style one), a gateway alias in front of it and a pass-through to
+it (its clients send Cohere's own body), so the Cohere provider's ``gateway/passthrough``
+ratio is measured in the same rounds as the OpenAI-style provider's, and their quotient
+printed.
 
 Each figure is the median over rounds of a ratio (or difference) measured within one round,
 where the targets ran back to back (in reverse order every other round): on a shared
@@ -29,7 +36,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import fake_openai_upstream, gateway_process, listening_process, percentile  # noqa: E402
+from bench.harness import ROOT, fake_openai_upstream, gateway_process, listening_process, percentile  # noqa: E402
 from bench.loadgen import LoadResult, drive  # noqa: E402
 
 PAYLOADS = {
@@ -38,20 +45,39 @@ PAYLOADS = {
 }
 
 
-def gateway_config(upstream: str, *, ledger: str, metrics: bool) -> dict[str, Any]:
-    return {
-        "server": {"metrics": metrics},
-        "usage": {"ledger": ledger},
-        "models": {
-            "fake": {
-                "provider": "openai",
-                "base_url": f"{upstream}/v1",
-                "model": "fake-embed",
-                "api_key": "sk-bench",
-                "price_per_million_tokens": 0.02,
-            }
-        },
+COHERE_MODEL = "embed-english-v3.0"  # 1024 dimensions, like the OpenAI-style fake's
+
+
+def gateway_config(upstream: str, *, ledger: str, metrics: bool, cohere: str | None = None) -> dict[str, Any]:
+    models: dict[str, Any] = {
+        "fake": {
+            "provider": "openai",
+            "base_url": f"{upstream}/v1",
+            "model": "fake-embed",
+            "api_key": "sk-bench",
+            "price_per_million_tokens": 0.02,
+        }
     }
+    if cohere is not None:
+        models["cohere"] = {
+            "provider": "cohere",
+            "base_url": cohere,
+            "model": COHERE_MODEL,
+            "api_key": "co-bench",
+            "price_per_million_tokens": 0.1,
+        }
+    return {"server": {"metrics": metrics}, "usage": {"ledger": ledger}, "models": models}
+
+
+def request_body(target: str, texts: list[str]) -> bytes:
+    """What a client of that target sends: the gateway's API, or the upstream's own."""
+    if target.startswith("gateway"):
+        model = "cohere" if target.endswith("-cohere") else "fake"
+        return orjson.dumps({"model": model, "input": texts, "encoding_format": "float"})
+    if target.endswith("-cohere"):
+        return orjson.dumps({"model": COHERE_MODEL, "texts": texts, "input_type": "search_document",
+                             "embedding_types": ["float"]})
+    return orjson.dumps({"model": "fake-embed", "input": texts, "encoding_format": "float"})
 
 
 def summary(result: LoadResult) -> str:
@@ -81,6 +107,8 @@ def main() -> None:
     parser.add_argument("--accounting", action="store_true", help="also compare ledger+metrics on and off")
     parser.add_argument("--client-passthrough", action="store_true",
                         help="also a pass-through that sends through httpx.AsyncClient (the usual httpx way)")
+    parser.add_argument("--provider", choices=["cohere"],
+                        help="also measure this provider's gateway/passthrough beside the OpenAI-style one's")
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -96,10 +124,22 @@ def main() -> None:
                 [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", upstream, "--via-client"]
             ))
             targets["passthrough-asyncclient"] = f"{client_proxy}/v1/embeddings"
+        cohere = None
+        if args.provider == "cohere":
+            cohere = stack.enter_context(listening_process(
+                [sys.executable, "-m", "fakes.cohere_upstream", "--port", "0"], cwd=ROOT / "tests"
+            ))
+            cohere_proxy = stack.enter_context(listening_process(
+                [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", cohere,
+                 "--path", "/v2/embed"]
+            ))
+            targets["passthrough-cohere"] = f"{cohere_proxy}/v2/embed"
         gateway = stack.enter_context(gateway_process(
-            gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True)
+            gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True, cohere=cohere)
         ))
         targets["gateway"] = f"{gateway}/v1/embeddings"
+        if cohere is not None:
+            targets["gateway-cohere"] = f"{gateway}/v1/embeddings"
         if args.accounting:
             bare_gateway = stack.enter_context(gateway_process(gateway_config(upstream, ledger="off", metrics=False)))
             targets["gateway-no-accounting"] = f"{bare_gateway}/v1/embeddings"
@@ -112,8 +152,7 @@ def main() -> None:
                     # speed within a round does not always fall on the same target.
                     order = list(targets.items())
                     for name, url in order if round_number % 2 == 0 else reversed(order):
-                        model = "fake" if name.startswith("gateway") else "fake-embed"
-                        body = orjson.dumps({"model": model, "input": texts, "encoding_format": "float"})
+                        body = request_body(name, texts)
                         result = asyncio.run(drive(url, body, concurrency=concurrency, seconds=args.seconds))
                         results.setdefault((label, name, concurrency), []).append(result)
             print(f"round {round_number + 1} of {args.rounds} done", flush=True)
@@ -149,6 +188,15 @@ def main() -> None:
         if args.accounting:
             on_off = per_round("gateway", "gateway-no-accounting", 32)
             ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")
+        if args.provider == "cohere":
+            cohere_ratio = per_round("gateway-cohere", "passthrough-cohere", 32)
+            quotient = statistics.median(
+                (g.rate / p.rate) / (gc.rate / pc.rate)
+                for g, p, gc, pc in zip(*(results[(label, t, 32)] for t in
+                                          ("gateway", "passthrough", "gateway-cohere", "passthrough-cohere")))
+            )
+            ratios.append(f"cohere gateway/passthrough ({label}) = {cohere_ratio:.2f}")
+            ratios.append(f"openai-style/cohere ratio ({label}) = {quotient:.2f}")
     print("\n" + "   ".join(ratios))
 
 

@@ -26,6 +26,10 @@ _BUILTIN: dict[str, str] = {
     "azure": "providers.upstream.azure:AzureOpenAIProvider",
     "tei": "providers.upstream.tei:TEIProvider",
     "ollama": "providers.upstream.ollama:OllamaProvider",
+    "cohere": "providers.upstream.cohere:CohereProvider",
+    "voyage": "providers.upstream.voyage:VoyageProvider",
+    "gemini": "providers.upstream.gemini:GeminiProvider",
+    "jina": "providers.upstream.jina:JinaProvider",
 }
 
 

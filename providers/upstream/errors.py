@@ -25,7 +25,10 @@ httpx exception → exception::
     any other httpx.HTTPError    UpstreamConnectionError (reset, dropped mid-answer)    [502]
 
 ``retry_after`` is read from ``retry-after-ms``, else ``retry-after`` (seconds or an
-HTTP date).
+HTTP date), else (Google APIs, which send no header) the ``retryDelay`` of a
+``google.rpc.RetryInfo`` in the body's ``error.details``. Google also answers a bad API
+key with 400 and an ``ErrorInfo`` of reason ``API_KEY_INVALID``: that is an
+UpstreamAuthError like a 401.
 """
 
 from __future__ import annotations
@@ -180,7 +183,8 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
     """The exception for a non-2xx answer (see the table in the module docstring)."""
     status = response.status_code
     where = f"the upstream of deployment {deployment!r}"
-    if status in (401, 403):
+    details = _google_details(response.content) if status in (400, 429) else []
+    if status in (401, 403) or any(d.get("reason") in _GOOGLE_AUTH_REASONS for d in details):
         return UpstreamAuthError(
             f"{where} refused the gateway's credentials (HTTP {status})", status=status
         )
@@ -195,6 +199,8 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
             message = INPUT + message[len(param):]
         return InvalidInput(f"{where} rejected the request (HTTP {status}): {message}", index=index)
     retry_after = parse_retry_after(response.headers)
+    if retry_after is None:
+        retry_after = _google_retry_delay(details)
     if status == 429:
         return UpstreamRateLimited(
             f"{where} is rate limiting the gateway (HTTP 429): {message}",
@@ -213,6 +219,29 @@ def error_for_status(response: httpx.Response, *, deployment: str, redact: Redac
             status=status,
         )
     return UpstreamResponseError(f"{where} answered HTTP {status}: {message}", status=status)
+
+
+_GOOGLE_AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED"})
+
+
+def _google_details(content: bytes) -> list[dict[str, Any]]:
+    """The ``error.details`` objects of a Google API error body (empty for other shapes)."""
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return []
+    error = payload.get("error") if isinstance(payload, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _google_retry_delay(details: list[dict[str, Any]]) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail's ``retryDelay`` (``"17s"``, ``"0.5s"``)."""
+    for detail in details:
+        delay = detail.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            return _number(delay[:-1])
+    return None
 
 
 def _aiohttp_cause_error(exc: httpx.HTTPError, *, where: str, timeout_s: float) -> ProviderError | None:

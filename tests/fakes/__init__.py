@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import FakeUpstream
+    from .cohere_upstream import COHERE_MODELS, CohereConfig, CohereUpstream
+    from .gemini_upstream import GEMINI_MODELS, GeminiConfig, GeminiUpstream
+    from .jina_upstream import JINA_MODELS, JinaConfig, JinaUpstream
+    from .voyage_upstream import VOYAGE_MODELS, VoyageConfig, VoyageUpstream
     from .faults import DEFAULT_RANDOM_FAULTS, MODES, Fault, FaultPlan
     from .openai_upstream import DEFAULT_OPENAI_MODELS, OpenAIConfig, OpenAIUpstream
     from .perplexity_schema import DEFAULT_PRICES, PPLX_CONTEXT_MODELS, PPLX_MODELS
@@ -30,9 +34,25 @@ if TYPE_CHECKING:
         fake_token_count,
         fake_vector,
         int8_of,
+        msb_packed,
+        typed_matrix,
     )
 
 __all__ = [
+    "COHERE_MODELS",
+    "GEMINI_MODELS",
+    "JINA_MODELS",
+    "VOYAGE_MODELS",
+    "CohereConfig",
+    "CohereUpstream",
+    "GeminiConfig",
+    "GeminiUpstream",
+    "JinaConfig",
+    "JinaUpstream",
+    "VoyageConfig",
+    "VoyageUpstream",
+    "msb_packed",
+    "typed_matrix",
     "DEFAULT_OPENAI_MODELS",
     "DEFAULT_PRICES",
     "DEFAULT_RANDOM_FAULTS",
@@ -65,6 +85,18 @@ __all__ = [
 # module already imported by the package (runpy warns about that).
 _HOMES = {
     "FakeUpstream": "base",
+    "COHERE_MODELS": "cohere_upstream",
+    "CohereConfig": "cohere_upstream",
+    "CohereUpstream": "cohere_upstream",
+    "GEMINI_MODELS": "gemini_upstream",
+    "GeminiConfig": "gemini_upstream",
+    "GeminiUpstream": "gemini_upstream",
+    "JINA_MODELS": "jina_upstream",
+    "JinaConfig": "jina_upstream",
+    "JinaUpstream": "jina_upstream",
+    "VOYAGE_MODELS": "voyage_upstream",
+    "VoyageConfig": "voyage_upstream",
+    "VoyageUpstream": "voyage_upstream",
     "DEFAULT_RANDOM_FAULTS": "faults",
     "MODES": "faults",
     "Fault": "faults",

@@ -12,6 +12,7 @@ Control routes (no auth):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,11 +34,14 @@ __all__ = [
     "Handler",
     "JSONBytes",
     "Rejected",
+    "current_request",
     "json_response",
     "openai_error",
 ]
 
 _RAW_SEND = "fakes.raw_send"
+#: The request being served, for handlers that read its path or query (Gemini's model).
+current_request: contextvars.ContextVar[Request] = contextvars.ContextVar("fake_request")
 _STATUS_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -137,7 +141,9 @@ class FakeUpstream:
 
     Subclasses pass their API routes as ``(path, handler)``; a handler gets the parsed
     JSON body (a ``BadJSON`` if it did not parse) and the fault for this request, and
-    applies the faults that corrupt a valid response itself.
+    applies the faults that corrupt a valid response itself (``current_request`` holds
+    the request). Providers whose errors or auth differ from OpenAI's override
+    ``error_response`` and ``auth_error``.
     """
 
     def __init__(
@@ -195,19 +201,34 @@ class FakeUpstream:
         """A refusal of the request's query string (none by default)."""
         return None
 
-    def _auth_error(self, authorization: str | None) -> Response | None:
+    def error_response(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """An error answer in this provider's own shape (OpenAI's here)."""
+        return openai_error(status, message, type=type, code=code, headers=headers)
+
+    def auth_error(self, request: Request) -> Response | None:
+        """The answer to a request without the right key, or None (``auth_header`` here:
+        Bearer in ``authorization``, else the key alone)."""
         if self.api_key is None:
             return None
+        authorization = request.headers.get(self.auth_header)
         if self.auth_header != "authorization":
             if authorization != self.api_key:
                 return openai_error(401, f"Access denied: missing or invalid {self.auth_header} header.", code="401")
             return None
         if not authorization:
             message = "You didn't provide an API key. Use 'Authorization: Bearer YOUR_KEY'."
-            return openai_error(401, message, code="missing_api_key")
+            return self.error_response(401, message, code="missing_api_key")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or token.strip() != self.api_key:
-            return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
+            return self.error_response(401, "Incorrect API key provided.", code="invalid_api_key")
         return None
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -234,7 +255,8 @@ class FakeUpstream:
         if isinstance(body, BadJSON):
             entry.json = None
         self.log.append(entry)
-        denied = self._auth_error(request.headers.get(self.auth_header))
+        current_request.set(request)
+        denied = self.auth_error(request)
         if denied is None:
             denied = self._query_error(request)
         if denied is not None:
@@ -257,7 +279,7 @@ class FakeUpstream:
             if fault["body"] is not None:
                 return json_response(fault["body"], fault["status"], headers)
             message = fault["message"] or f"Injected fault: status {fault['status']}"
-            return openai_error(
+            return self.error_response(
                 fault["status"], message, type=fault["type"], code=fault["code"], headers=headers
             )
         if fault.mode in ("delay", "hang"):

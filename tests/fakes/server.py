@@ -137,6 +137,9 @@ def serve_forever(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         sock = _bind(host, port)
         server = _server(app, lifespan="off", log_config=LOGGING_CONFIG)
         server.config.timeout_graceful_shutdown = 1
+        # Real upstreams keep idle connections far longer than uvicorn's 5 s default, and a
+        # benchmark leaves one target idle for longer than that while it measures the others.
+        server.config.timeout_keep_alive = 75
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if task.done():

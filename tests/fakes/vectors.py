@@ -18,6 +18,11 @@ Seeds:
     chunk      sha256(salt_prefix + b"ctx:" + sha256(utf8("\\x1f".join(doc))) + b"\\x1e"
                + utf8(chunk))   -- contextualized: depends on the whole document
 where salt_prefix is b"" for the default salt "" and utf8(salt) + b"\\x00" otherwise.
+
+Retrieval providers embed a query and a document differently: ``typed_matrix`` keys the
+vectors of one task (``search_query``, ``RETRIEVAL_DOCUMENT``, ...) by the salt
+``salt + "\\x1f" + task``, and a missing task by the plain salt, so a test can tell which
+task an upstream was asked for by comparing vectors.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ __all__ = [
     "fake_vector",
     "int8_of",
     "item_seed",
+    "msb_packed",
+    "task_salt",
+    "typed_matrix",
 ]
 
 Item = str | Sequence[int]
@@ -150,3 +158,19 @@ def int8_of(v: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
 def binary_of(v: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
     """One bit per dimension (set when positive), least significant bit first."""
     return np.packbits(v > 0, axis=-1, bitorder="little")
+
+
+def task_salt(salt: str, task: str | None) -> str:
+    """The salt of the vectors embedded for ``task`` (None: no task, the plain salt)."""
+    return salt if task is None else f"{salt}\x1f{task}"
+
+
+def typed_matrix(items: Sequence[Item], dims: int, task: str | None, *, salt: str = "") -> F32:
+    """``fake_matrix`` of the items as embedded for ``task`` (a provider's own name)."""
+    return fake_matrix(items, dims, salt=task_salt(salt, task))
+
+
+def msb_packed(v: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    """One bit per dimension (set when positive), most significant bit first: how
+    ``numpy.packbits`` packs by default, and how Cohere, Voyage and Jina pack ``ubinary``."""
+    return np.packbits(v > 0, axis=-1)

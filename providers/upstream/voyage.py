@@ -1,0 +1,146 @@
+"""Provider for Voyage AI's text embeddings (``provider: voyage``).
+
+API reference: https://docs.voyageai.com/reference/embeddings-api (``POST /v1/embeddings``).
+
+``base_url`` carries the version prefix, as Voyage's SDK writes it (default
+``https://api.voyageai.com/v1``); requests go to ``{base_url}/embeddings`` with
+``Authorization: Bearer <api_key>``. Text only, at most **1,000 texts a call** and, per
+call, at most the model's token cap (1M for voyage-4-lite / voyage-3.5-lite; 320K for
+voyage-4, voyage-3.5, voyage-2; 120K for voyage-4-large, voyage-3-large, voyage-code-3,
+voyage-finance-2, voyage-law-2); the gateway splits larger requests. Vectors are asked for
+as base64 (``encoding_format: base64``), smaller and faster to read than JSON numbers.
+
+What it maps:
+
+``input_type``
+    ``query`` / ``document`` go as they are (Voyage prepends its retrieval prompt). When
+    neither the request nor the deployment gives one, none is sent: Voyage's default,
+    ``null``, embeds the text with no prompt.
+``dimensions``
+    ``output_dimension`` on the models that take it (256, 512, 1024, 2048); a size in
+    between is served from the next size up, cut and re-normalised (Matryoshka).
+encodings
+    On those same models ``base64_binary`` asks for ``output_dtype: ubinary`` and re-packs
+    the bits least significant bit first (``providers.upstream.typed``). ``base64_int8``
+    asks for floats: Voyage's ``int8`` is not the gateway's per-vector scaling.
+usage
+    ``usage.total_tokens``.
+
+What it cannot do: token ids, contextualized embeddings (``voyage-context-3`` has its own
+endpoint). ``extra_body`` keys are forwarded (``truncation``, ...), except ``model``,
+``input``, ``output_dimension``, ``output_dtype`` and ``encoding_format``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+from providers.base import Capabilities, EmbedInput, EmbedOptions, NativeEncoding
+from providers.options import COMMON_UPSTREAM_OPTIONS, Settings
+from providers.upstream.base import Answer, UpstreamProvider
+from providers.upstream.typed import cut, lsb_first, size_to_ask
+from providers.upstream.wire import decode_rows, ordered_items, read_usage
+
+__all__ = ["DEFAULT_BASE_URL", "VOYAGE_MODELS", "VoyageModel", "VoyageProvider"]
+
+DEFAULT_BASE_URL = "https://api.voyageai.com/v1"
+MAX_TEXTS = 1000
+FLEXIBLE = (256, 512, 1024, 2048)
+
+
+@dataclasses.dataclass(frozen=True)
+class VoyageModel:
+    """A Voyage model: default width, ``output_dimension`` sizes (empty: fixed width and
+    float only), tokens a text, tokens a call."""
+
+    dimensions: int
+    sizes: tuple[int, ...]
+    context: int
+    request_tokens: int
+
+
+VOYAGE_MODELS: Mapping[str, VoyageModel] = {
+    "voyage-4-large": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
+    "voyage-4": VoyageModel(1024, FLEXIBLE, 32_000, 320_000),
+    "voyage-4-lite": VoyageModel(1024, FLEXIBLE, 32_000, 1_000_000),
+    "voyage-3-large": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
+    "voyage-3.5": VoyageModel(1024, FLEXIBLE, 32_000, 320_000),
+    "voyage-3.5-lite": VoyageModel(1024, FLEXIBLE, 32_000, 1_000_000),
+    "voyage-code-3": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
+    "voyage-finance-2": VoyageModel(1024, (), 32_000, 120_000),
+    "voyage-law-2": VoyageModel(1024, (), 16_000, 120_000),
+    "voyage-2": VoyageModel(1024, (), 4_000, 320_000),
+}
+
+
+class VoyageProvider(UpstreamProvider):
+    """Voyage ``/v1/embeddings``; see the module docstring."""
+
+    provider = "voyage"
+    display = "Voyage"
+    default_base_url = DEFAULT_BASE_URL
+    max_inputs = MAX_TEXTS
+    # For a model this module does not know: the strictest published caps.
+    max_input_tokens = 4_000
+    max_request_tokens = 120_000
+    known_dimensions = {name: model.dimensions for name, model in VOYAGE_MODELS.items()}
+    reserved = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
+    settings = Settings(
+        options=dict(COMMON_UPSTREAM_OPTIONS),
+        model="required",
+        model_message="the voyage provider needs a model, e.g. voyage-3.5",
+        input_type=True,
+    )
+
+    def setup(self) -> None:
+        self.facts = VOYAGE_MODELS.get(self.model)
+        self.sizes = self.facts.sizes if self.facts else ()
+
+    def declare(self) -> Capabilities:
+        capabilities = super().declare()
+        if self.facts is None:
+            return capabilities
+        encodings: frozenset[NativeEncoding] = frozenset({"float", "binary"} if self.sizes else {"float"})
+        return dataclasses.replace(
+            capabilities,
+            max_input_tokens=self.facts.context,
+            max_request_tokens=self.facts.request_tokens,
+            native_encodings=encodings,
+        )
+
+    def native_dimensions(self, width: int) -> tuple[int, int] | None:
+        return (min(self.sizes), max(self.sizes)) if self.sizes else None
+
+    def path(self, options: EmbedOptions) -> str:
+        return "/embeddings"
+
+    def body(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> dict[str, Any]:
+        body = self.base_body(options)
+        body["model"] = self.model
+        body["input"] = inputs if isinstance(inputs, list) else list(inputs)
+        if options.input_type is not None:
+            body["input_type"] = options.input_type
+        size = size_to_ask(options.dimensions, self.sizes)
+        if size is not None:
+            body["output_dimension"] = size
+        if options.encoding == "binary":
+            body["output_dtype"] = "ubinary"
+        body["encoding_format"] = "base64"
+        return body
+
+    def read(self, payload: dict[str, Any], inputs: Sequence[EmbedInput], options: EmbedOptions) -> Answer:
+        items = ordered_items(payload.get("data"), len(inputs), where=self.where)
+        values = [item.get("embedding") for item in items]
+        usage = read_usage(payload)
+        dimensions = options.dimensions or self.width
+        size = size_to_ask(options.dimensions, self.sizes) or dimensions
+        if options.encoding == "binary":
+            packed = decode_rows(values, "binary", width=-(-size // 8), where=self.where)
+            vectors = cut(lsb_first(packed), dimensions, binary=True)
+            return Answer(vectors=vectors, encoding="binary", dimensions=dimensions, prompt_tokens=usage.prompt_tokens)
+        floats = decode_rows(values, "float", width=size or None, where=self.where)
+        if options.dimensions is not None:
+            floats = cut(floats, options.dimensions, binary=False)
+        return Answer(vectors=floats, prompt_tokens=usage.prompt_tokens)
