@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import sqlite3
 import tempfile
 import threading
 import time
@@ -31,7 +30,8 @@ from gateway.routing.deadlines import DeadlineWatch
 from gateway.routing.router import Router
 from gateway.runtime import build_runtime
 from gateway.service import EmbeddingService
-from gateway.usage.ledger import _INSERT, _SCHEMA, UsageLedger, UsageRecord, _row
+from gateway.usage.ledger import UsageLedger, UsageRecord
+from gateway.usage.sqlite import SqliteStore
 from providers.base import EmbeddingResult
 from providers.upstream.client import DEFAULT_MAX_CONNECTIONS, KEEPALIVE_EXPIRY_S, UpstreamClient
 
@@ -191,15 +191,11 @@ def single_batch_case(loop: asyncio.AbstractEventLoop) -> Case:
 
 
 class _RowPerTransaction:
-    """The plain ledger: one writer thread, one transaction per row, same database settings."""
+    """The plain ledger: one writer thread, one transaction per row, the same store."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        with self._conn:
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
+        self._store = SqliteStore(path, busy_timeout_s=1.0)
+        self._store.open()
         self._queue: queue.SimpleQueue[UsageRecord | Callable[[], object] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -216,13 +212,12 @@ class _RowPerTransaction:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._conn.close()
+        self._store.close()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             if isinstance(item, UsageRecord):
-                with self._conn:
-                    self._conn.execute(_INSERT, _row(item))
+                self._store.write([item])
             else:
                 item()
 
