@@ -21,6 +21,8 @@ REFERENCE_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.js
 LOCAL_MODELS: dict[str, Any] = {
     "mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"},
     "mini-matryoshka": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "matryoshka": True},
+    # The model's own WordPiece ids (the default reads token ids as cl100k_base).
+    "mini-native": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "token_ids": "native"},
     "mini-strict": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "truncate": False},
     "mini-small": {
         "provider": "onnx",
