@@ -23,6 +23,11 @@ LOCAL_MODELS: dict[str, Any] = {
     "mini-matryoshka": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "matryoshka": True},
     # The model's own WordPiece ids (the default reads token ids as cl100k_base).
     "mini-native": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "token_ids": "native"},
+    "mini-refuse": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "token_ids": "refuse"},
+    # Named as Perplexity names its models (its SDK checks), answering as Perplexity does.
+    "pplx-embed-v1-0.6b": {
+        "provider": "onnx", "model": "all-MiniLM-L6-v2", "default_encoding_format": "base64_int8",
+    },
     "mini-strict": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "truncate": False},
     "mini-small": {
         "provider": "onnx",
