@@ -4,10 +4,8 @@ against a local alias and a fake Perplexity upstream, LangChain's long-text path
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,13 +18,12 @@ from conftest import cosine, make_config
 from fakes.server import run_in_thread
 from fakes.vectors import binary_of, contextual_matrix, fake_matrix, int8_of
 from gateway.app import create_app
-from gateway.tokens import CL100K, read_cl100k_file
+from gateway.tokens import CL100K
 from upstream_support import PPLX_KEY, Stack, upstream_stack
 
 PPLX = "pplx-embed-v1-0.6b"
 PPLX_CTX = "pplx-embed-context-v1-0.6b"
 DOCS = [["a first chunk", "a second chunk"], ["another document's only chunk"]]
-TIKTOKEN_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
 # -- openai SDK: models.retrieve ----------------------------------------------------------
@@ -137,11 +134,6 @@ def test_perplexity_sdk_against_the_perplexity_upstream(gw: Stack, encoding: str
 # -- LangChain: what its defaults send, and the long-text path ------------------------------
 
 
-@pytest.fixture()
-def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    name = hashlib.sha1(TIKTOKEN_CL100K_URL.encode()).hexdigest()
-    (tmp_path / name).write_bytes(read_cl100k_file())
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
 
 
 def test_langchain_long_texts_are_split_and_averaged(

@@ -5,7 +5,6 @@ request body each sends by default. Every YAML block of the README must stay val
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import shutil
 import subprocess
@@ -25,13 +24,9 @@ from fakes.perplexity_upstream import PerplexityUpstream
 from fakes.server import run_in_thread
 from fakes.vectors import contextual_matrix, fake_matrix, int8_of
 from gateway.config import parse_config
-from gateway.tokens import read_cl100k_file
 from readme_support import README_BASE, blocks, client_snippet, run_snippet, section
 from serving import LOCAL, serve, write_config
 from upstream_support import OAI_KEY, PPLX_KEY
-
-#: Where tiktoken itself would fetch cl100k_base (LangChain, on the client side, asks it).
-TIKTOKEN_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 TEXTS = ["first text", "second text"]
 
 
@@ -60,13 +55,6 @@ def text_vectors(live: str) -> list[list[float]]:
     return [d["embedding"] for d in body["data"]]
 
 
-@pytest.fixture()
-def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """tiktoken's own cache, seeded with the verified file: LangChain (a client) asks tiktoken
-    for cl100k_base, and this machine has no network."""
-    name = hashlib.sha1(TIKTOKEN_CL100K_URL.encode()).hexdigest()
-    (tmp_path / name).write_bytes(read_cl100k_file())
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
 
 
 def test_openai_python_snippet(live: str, text_vectors: list[list[float]], capsys: pytest.CaptureFixture[str]) -> None:
