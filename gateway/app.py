@@ -118,6 +118,7 @@ def create_app(
         Route("POST", "/embeddings", api.embeddings, billed=True),
         Route("POST", "/v1/contextualizedembeddings", api.contextualized, billed=True),
         Route("GET", "/v1/models", api.models),
+        Route("GET", "/v1/models/{model}", api.model),
         Route("GET", "/v1/usage", ops.usage),
         Route("GET", "/healthz", ops.healthz),
         Route("GET", "/readyz", ops.readyz),

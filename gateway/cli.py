@@ -10,27 +10,44 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Callable, Sequence
 
 import httpx
 import orjson
 
-from gateway.config import ConfigError, GatewayConfig, check_workers, load_config
+from gateway.config import ConfigError, GatewayConfig, check_workers, load_config, load_default_config
 
 __all__ = ["exposure_warning", "main", "setup_logging"]
 
 logger = logging.getLogger("gateway")
 
 
-def _config_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("GATEWAY_CONFIG") or "config.yaml"
+def _config_path(explicit: str | None) -> str | None:
+    """--config, then $GATEWAY_CONFIG, then ./config.yaml if there is one; None: none of
+    these, so the built-in default config applies."""
+    path = explicit or os.environ.get("GATEWAY_CONFIG")
+    if path:
+        return path
+    return "config.yaml" if os.path.exists("config.yaml") else None
 
 
-def _load(path: str) -> GatewayConfig | None:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _load(path: str | None, say: Callable[[str], None] = _stderr) -> GatewayConfig | None:
+    """The config at ``path``, or the built-in default (saying so, first) when None."""
     try:
+        if path is None:
+            config = load_default_config()
+            say(
+                "no config file (--config, $GATEWAY_CONFIG, ./config.yaml): using the built-in default "
+                f"config (the bundled local model; usage ledger in {os.getcwd()})"
+            )
+            return config
         return load_config(path)
     except ConfigError as exc:
-        print(f"{path}: {len(exc.errors)} error(s) in the config:", file=sys.stderr)
+        print(f"{path or 'built-in default config'}: {len(exc.errors)} error(s) in the config:", file=sys.stderr)
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
         return None
@@ -88,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, args.log_format)
     path = _config_path(args.config)
-    config = _load(path)
+    config = _load(path, say=logger.warning)
     if config is None:
         return 2
     host = args.host or config.server.host
@@ -96,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else config.server.workers
     problems = check_workers(config, workers) if workers >= 1 else [f"--workers must be at least 1, not {workers}"]
     if problems:
-        print(f"{path}: {len(problems)} error(s) in the config:", file=sys.stderr)
+        print(f"{config.source}: {len(problems)} error(s) in the config:", file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
         return 2
@@ -119,7 +136,7 @@ def _check(args: argparse.Namespace) -> int:
     if config.server.workers > 1 or config.state is not None:
         state = config.state.display if config.state else "none"
         print(f"workers: {config.server.workers}; shared state: {state}")
-    print(f"{path}: ok")
+    print(f"{config.source}: ok")
     return 0
 
 
@@ -174,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedding-gateway", description="An embedding gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--config", help="config file (default: $GATEWAY_CONFIG, then ./config.yaml)")
+    serve.add_argument(
+        "--config", help="config file (default: $GATEWAY_CONFIG, then ./config.yaml, then the built-in default)"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="processes sharing the port (default: server.workers, 1)")

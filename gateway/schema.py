@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config import ENCODING_FORMATS
 from gateway.errors import InvalidRequest
 from providers.base import InputType
 
@@ -17,7 +18,6 @@ __all__ = [
     "parse_embeddings_request",
 ]
 
-ENCODING_FORMATS = ("float", "base64", "base64_int8", "base64_binary")
 MAX_TOKEN_ID = 2**31 - 1
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
@@ -36,7 +36,8 @@ class EmbeddingsRequest:
     inputs: list[str | list[int]]
     #: "text" for strings, "tokens" for token-id arrays.
     input_kind: str
-    encoding_format: str = "float"
+    #: None: not sent; the alias's ``default_encoding_format`` applies, else ``float``.
+    encoding_format: str | None = None
     dimensions: int | None = None
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -49,7 +50,8 @@ class EmbeddingsRequest:
 class ContextualizedRequest:
     model: str
     documents: list[list[str]]
-    encoding_format: str = "base64_int8"
+    #: None: not sent; the alias's ``default_encoding_format`` applies, else ``base64_int8``.
+    encoding_format: str | None = None
     dimensions: int | None = None
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -149,10 +151,10 @@ def _parse_model(body: dict[str, Any]) -> str:
     return model
 
 
-def _parse_encoding(body: dict[str, Any], default: str, allowed: tuple[str, ...]) -> str:
+def _parse_encoding(body: dict[str, Any], allowed: tuple[str, ...]) -> str | None:
     value = _optional(body, "encoding_format")
     if value is None:
-        return default
+        return None
     if value not in allowed:
         shown = value if isinstance(value, str) else _describe(value)
         raise InvalidRequest(
@@ -249,7 +251,7 @@ def parse_embeddings_request(body: Any) -> EmbeddingsRequest:
         model=model,
         inputs=inputs,
         input_kind=kind,
-        encoding_format=_parse_encoding(body, "float", ENCODING_FORMATS),
+        encoding_format=_parse_encoding(body, ENCODING_FORMATS),
         dimensions=_parse_dimensions(body),
         user=_parse_user(body),
         metadata=_parse_metadata(body),
@@ -279,7 +281,7 @@ def parse_contextualized_request(body: Any) -> ContextualizedRequest:
     return ContextualizedRequest(
         model=model,
         documents=documents,
-        encoding_format=_parse_encoding(body, "base64_int8", ENCODING_FORMATS),
+        encoding_format=_parse_encoding(body, ENCODING_FORMATS),
         dimensions=_parse_dimensions(body),
         user=_parse_user(body),
         metadata=_parse_metadata(body),

@@ -22,6 +22,7 @@ from gateway.record import RequestRecord, RequestTrace, Served
 from gateway.routing.router import Router, SpacePin
 from gateway.runtime import AliasLimits, AliasRuntime, DeploymentRuntime, Runtime
 from gateway.schema import ContextualizedRequest, EmbeddingsRequest
+from gateway.tokens import CL100K
 from gateway.validation import check_count, check_options, check_output, check_token_ids, check_token_limits
 from providers.base import (
     EmbeddingResult,
@@ -60,12 +61,26 @@ class EmbeddingService:
         return alias
 
     async def count_tokens(
-        self, alias: AliasRuntime, inputs: Sequence[EmbedInput], input_type: InputType | None = None
+        self,
+        alias: AliasRuntime,
+        inputs: Sequence[EmbedInput],
+        input_type: InputType | None = None,
+        *,
+        decoded: Sequence[str] | None = None,
     ) -> tuple[list[int], bool]:
-        """Token counts: exact where the backend can count, else estimated (flag True)."""
+        """Token counts: exact where the backend can count, else estimated (flag True).
+
+        Token arrays are counted as the first deployment reads them: cl100k_base ids as the
+        text they decode to (``decoded``, when the caller has it already)."""
         deployment = alias.deployments[0]
         provider = deployment.provider
         kind = deployment.input_type(input_type)
+        if inputs and isinstance(inputs[0], list) and deployment.config.token_ids != "native":
+            if deployment.config.token_ids == "refuse":
+                return [estimate_tokens(item) for item in inputs], True
+            if decoded is None:
+                decoded = await CL100K.decode([item for item in inputs if isinstance(item, list)])
+            inputs = decoded
         if len(inputs) <= _INLINE_COUNT:
             counts = provider.count_tokens(inputs, input_type=kind)
         else:
@@ -82,24 +97,25 @@ class EmbeddingService:
         inputs = request.inputs
         if limits.max_inputs is not None:
             check_count(alias, len(inputs), limit=limits.max_inputs)
-        if request.input_kind == "tokens":
-            check_token_ids(alias)
-        width = check_output(
-            alias, dimensions=request.dimensions, encoding_format=request.encoding_format, limits=limits
-        )
+        decoded: list[str] | None = None
+        if request.input_kind == "tokens" and check_token_ids(alias):
+            decoded = await CL100K.decode([item for item in inputs if isinstance(item, list)])
+        encoding_format = request.encoding_format or alias.config.default_encoding_format or "float"
+        width = check_output(alias, dimensions=request.dimensions, encoding_format=encoding_format, limits=limits)
         if request.extra_body:
             check_options(alias, request.extra_body)
         budgets: list[Budget] = []
         charged = 0
         metered = key is not None and key.tpm is not None
         if metered or self._counting_needed(alias, limits, len(inputs)):
-            counts, estimated = await self.count_tokens(alias, inputs, request.input_type)
+            counts, estimated = await self.count_tokens(alias, inputs, request.input_type, decoded=decoded)
             check_token_limits(alias, counts, estimated=estimated)
             budgets.append(Budget(counts, limits.batch_tokens))
             charged = sum(counts)
         await self._admit(record, key, charged)
         batches = split_batches(len(inputs), max_items=limits.batch_inputs, budgets=budgets)
-        served = await _RequestRun(self.router, alias, request, record, width).serve(inputs, batches)
+        run = _RequestRun(self.router, alias, request, record, width, encoding_format=encoding_format, decoded=decoded)
+        served = await run.serve(inputs, batches)
         self._settle(key, served, charged)
         return served
 
@@ -124,7 +140,8 @@ class EmbeddingService:
         chunk_counts = [len(doc) for doc in documents]
         check_count(alias, len(documents), limit=max_documents, what="documents")
         check_count(alias, sum(chunk_counts), limit=max_chunks, what="chunks in all")
-        width = check_output(alias, dimensions=request.dimensions, encoding_format=request.encoding_format)
+        encoding_format = request.encoding_format or alias.config.default_encoding_format or "base64_int8"
+        width = check_output(alias, dimensions=request.dimensions, encoding_format=encoding_format)
         check_options(alias, request.extra_body)
         tokens = [sum(estimate_tokens(chunk) for chunk in doc) for doc in documents]
         _, max_tokens = alias.batch_limits()
@@ -136,7 +153,8 @@ class EmbeddingService:
             max_items=max_documents,
             budgets=[Budget(chunk_counts, max_chunks), Budget(tokens, max_tokens)],
         )
-        served = await _RequestRun(self.router, alias, request, record, width).serve(documents, batches)
+        run = _RequestRun(self.router, alias, request, record, width, encoding_format=encoding_format)
+        served = await run.serve(documents, batches)
         served.groups = chunk_counts
         self._settle(key, served, charged)
         return served
@@ -160,10 +178,21 @@ class EmbeddingService:
 
 class _RequestRun:
     """One request on its way through the router: its batches, each routed on its own,
-    all held to one vector space and one deadline, every attempt traced."""
+    all held to one vector space and one deadline, every attempt traced.
+
+    ``decoded``: the text of each token-array item, for deployments that read the ids as
+    cl100k_base; the others get the items as they are."""
 
     def __init__(
-        self, router: Router, alias: AliasRuntime, request: AnyRequest, record: RequestRecord, width: int
+        self,
+        router: Router,
+        alias: AliasRuntime,
+        request: AnyRequest,
+        record: RequestRecord,
+        width: int,
+        *,
+        encoding_format: str,
+        decoded: Sequence[str] | None = None,
     ) -> None:
         self.router = router
         self.alias = alias
@@ -171,7 +200,9 @@ class _RequestRun:
         self.request_id = record.request_id
         self.trace = record.trace = RequestTrace()
         self.width = width
-        self.target = _native_encoding(request.encoding_format)
+        self.encoding_format = encoding_format
+        self.decoded = decoded
+        self.target = _native_encoding(encoding_format)
         self.contextualized = isinstance(request, ContextualizedRequest)
         self.pin = SpacePin()
         self.deadline = router.deadline(alias)
@@ -185,7 +216,7 @@ class _RequestRun:
         deployment, provider, upstream_model = _names(deployments)
         return Served(
             alias=self.alias.name,
-            vectors=encode_rows(result.vectors, self.request.encoding_format, native=result.encoding),
+            vectors=encode_rows(result.vectors, self.encoding_format, native=result.encoding),
             prompt_tokens=int(result.prompt_tokens or 0),
             tokens_estimated=result.tokens_estimated,
             cost_usd=_cost(result, deployments),
@@ -201,10 +232,11 @@ class _RequestRun:
         self, items: Sequence[Any], batch: Batch
     ) -> tuple[EmbeddingResult, DeploymentRuntime, int, int]:
         chunk = items[batch.start : batch.stop]
+        texts = self.decoded[batch.start : batch.stop] if self.decoded is not None else None
         trace = self.trace.batch(batch.start, batch.stop)
         try:
             routed = await self.router.run(
-                self.alias, _BatchCall(self, chunk), pin=self.pin, deadline=self.deadline, trace=trace
+                self.alias, _BatchCall(self, chunk, texts), pin=self.pin, deadline=self.deadline, trace=trace
             )
         except InvalidInput as exc:
             exc.shift(batch.start)  # the backend counted from the batch's start; the client from its own
@@ -217,11 +249,12 @@ class _RequestRun:
 class _BatchCall:
     """One batch's call of a deployment (the router's ``attempt``), checked for its count."""
 
-    __slots__ = ("run", "chunk")
+    __slots__ = ("run", "chunk", "texts")
 
-    def __init__(self, run: _RequestRun, chunk: Sequence[Any]) -> None:
+    def __init__(self, run: _RequestRun, chunk: Sequence[Any], texts: Sequence[str] | None = None) -> None:
         self.run = run
         self.chunk = chunk
+        self.texts = texts
 
     async def __call__(self, deployment: DeploymentRuntime) -> EmbeddingResult:
         run, chunk = self.run, self.chunk
@@ -230,7 +263,9 @@ class _BatchCall:
             result = await deployment.provider.embed_contextualized(chunk, options)
             expected = sum(len(doc) for doc in chunk)
         else:
-            result = await deployment.provider.embed(chunk, options)
+            texts = self.texts
+            sent = texts if texts is not None and deployment.config.token_ids == "cl100k_base" else chunk
+            result = await deployment.provider.embed(sent, options)
             expected = len(chunk)
         if result.vectors.shape[0] != expected:
             raise UpstreamResponseError(

@@ -18,12 +18,24 @@ def check_count(alias: AliasRuntime, count: int, *, limit: int, what: str = "ite
         )
 
 
-def check_token_ids(alias: AliasRuntime) -> None:
-    if not alias.limits().token_ids:
+def check_token_ids(alias: AliasRuntime) -> bool:
+    """Whether token-id input can be served by every deployment of the alias, each reading
+    the ids in its own ``token_ids`` vocabulary; True when some deployment decodes them as
+    cl100k_base (the ids must then be decoded to text)."""
+    policies = [d.config.token_ids for d in alias.deployments]
+    if "refuse" in policies:
         raise InvalidRequest(
-            f"model {alias.name!r} takes text only: its backend does not accept token ids",
+            f"model {alias.name!r} does not accept token ids (its config says token_ids: refuse); "
+            "send the text instead",
             param="input",
         )
+    for deployment in alias.deployments:
+        if deployment.config.token_ids == "native" and not deployment.capabilities.token_ids:
+            raise InvalidRequest(
+                f"model {alias.name!r} takes text only: its backend does not accept token ids",
+                param="input",
+            )
+    return "cl100k_base" in policies
 
 
 def check_output(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,13 @@ REFERENCE_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.js
 LOCAL_MODELS: dict[str, Any] = {
     "mini": {"provider": "onnx", "model": "all-MiniLM-L6-v2"},
     "mini-matryoshka": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "matryoshka": True},
+    # The model's own WordPiece ids (the default reads token ids as cl100k_base).
+    "mini-native": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "token_ids": "native"},
+    "mini-refuse": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "token_ids": "refuse"},
+    # Named as Perplexity names its models (its SDK checks), answering as Perplexity does.
+    "pplx-embed-v1-0.6b": {
+        "provider": "onnx", "model": "all-MiniLM-L6-v2", "default_encoding_format": "base64_int8",
+    },
     "mini-strict": {"provider": "onnx", "model": "all-MiniLM-L6-v2", "truncate": False},
     "mini-small": {
         "provider": "onnx",
@@ -55,6 +63,21 @@ def local_gateway() -> Iterator[str]:
 def client(local_gateway: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=local_gateway, timeout=60) as http:
         yield http
+
+
+#: Where tiktoken itself fetches cl100k_base (LangChain, on the client side, asks it for it).
+TIKTOKEN_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+@pytest.fixture()
+def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's own cache, seeded with the verified file: LangChain (a client) asks tiktoken
+    for cl100k_base, and this machine has no network."""
+    from gateway.tokens import read_cl100k_file
+
+    name = hashlib.sha1(TIKTOKEN_CL100K_URL.encode()).hexdigest()
+    (tmp_path / name).write_bytes(read_cl100k_file())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
 
 
 def cosine(a: Any, b: Any) -> float:

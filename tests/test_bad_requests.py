@@ -37,7 +37,7 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
     ("input bool token", body(input=[1, True]), 400, "input[1]", "invalid_value"),
     ("input empty token array", body(input=[[1], []]), 400, "input[1]", "invalid_value"),
     ("input token array with string", body(input=[[1], ["a"]]), 400, "input[1][0]", "invalid_value"),
-    ("input token out of vocabulary", body(input=[[1, 99999]]), 400, "input[0]", "invalid_value"),
+    ("input token not in cl100k_base", body(input=[[1, 100256]]), 400, "input[0]", "invalid_value"),
     ("input too many items", {"model": "mini-small", "input": ["a"] * 5}, 400, "input", "invalid_value"),
     ("input over request tokens", {"model": "mini-small", "input": ["word " * 30, "word " * 30]}, 400, "input", "invalid_value"),
     ("input over model tokens strict", {"model": "mini-strict", "input": "word " * 300}, 400, "input[0]", "invalid_value"),

@@ -83,8 +83,11 @@ def test_openai_sdk_default_settings(sdk: openai.OpenAI, client: httpx.Client) -
 
 def test_openai_sdk_float_and_tokens(sdk: openai.OpenAI) -> None:
     result = sdk.embeddings.create(model="mini", input="hello world", encoding_format="float")
-    by_tokens = sdk.embeddings.create(model="mini", input=[7592, 2088], encoding_format="float")
+    # Token ids as OpenAI clients make them (tiktoken cl100k_base), and the model's own.
+    by_tokens = sdk.embeddings.create(model="mini", input=[15339, 1917], encoding_format="float")
     assert cosine(result.data[0].embedding, by_tokens.data[0].embedding) > 0.99999
+    native = sdk.embeddings.create(model="mini-native", input=[7592, 2088], encoding_format="float")
+    assert cosine(result.data[0].embedding, native.data[0].embedding) > 0.99999
 
 
 def test_openai_sdk_errors_surface_as_sdk_exceptions(sdk: openai.OpenAI) -> None:

@@ -50,7 +50,8 @@ def test_request_id_is_echoed(client: httpx.Client) -> None:
     assert response.headers["x-request-id"] == "abc-123"
 
 
-def test_token_ids_give_the_text_vector(client: httpx.Client, reference: dict[str, Any]) -> None:
+def test_native_token_ids_give_the_text_vector(client: httpx.Client, reference: dict[str, Any]) -> None:
+    """An alias declared ``token_ids: native`` reads ids as the model's own WordPiece ids."""
     from tokenizers import Tokenizer
 
     from providers.local.bundled import resolve_bundled
@@ -62,16 +63,16 @@ def test_token_ids_give_the_text_vector(client: httpx.Client, reference: dict[st
     texts = [item["text"] for item in reference["items"][:5]]
     ids = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
     by_text = embed(client, input=texts).json()
-    by_ids = embed(client, input=ids).json()
-    single = embed(client, input=ids[0]).json()
+    by_ids = embed(client, input=ids, model="mini-native").json()
+    single = embed(client, input=ids[0], model="mini-native").json()
     for a, b in zip(by_text["data"], by_ids["data"]):
         assert cosine(a["embedding"], b["embedding"]) > 0.99999
     assert cosine(single["data"][0]["embedding"], by_text["data"][0]["embedding"]) > 0.99999
     assert by_ids["usage"] == by_text["usage"]
 
 
-def test_token_id_outside_vocabulary_is_400(client: httpx.Client) -> None:
-    response = embed(client, input=[[101, 2000], [5, 30522]])
+def test_native_token_id_outside_vocabulary_is_400(client: httpx.Client) -> None:
+    response = embed(client, input=[[101, 2000], [5, 30522]], model="mini-native")
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "input[1]"

@@ -17,6 +17,7 @@ import pytest
 
 from fakes.perplexity_upstream import PerplexityUpstream
 from fakes.vectors import binary_of, contextual_matrix, fake_matrix, fake_token_count, int8_of
+from gateway.tokens import CL100K
 from upstream_support import (
     ENCODINGS,
     FORMS,
@@ -44,6 +45,20 @@ def _more(oai: str, pplx: str, extra: dict[str, str]) -> dict[str, Any]:
             "model": "pplx-embed-v1-0.6b",
             "api_key": PPLX_KEY,
             "price_per_million_tokens": 0.5,
+        },
+        "pplx-native": {
+            "provider": "perplexity",
+            "base_url": pplx,
+            "model": "pplx-embed-v1-0.6b",
+            "api_key": PPLX_KEY,
+            "token_ids": "native",
+        },
+        "pplx-refuse": {
+            "provider": "perplexity",
+            "base_url": pplx,
+            "model": "pplx-embed-v1-0.6b",
+            "api_key": PPLX_KEY,
+            "token_ids": "refuse",
         },
         "pplx-defaults": {
             "provider": "perplexity",
@@ -120,12 +135,23 @@ def test_openai_sdk_against_a_perplexity_alias(gw: Stack, sdk: openai.OpenAI, en
 
 
 @pytest.mark.parametrize("form", TOKEN_FORMS)
-def test_token_ids_are_refused_with_the_reason(gw: Stack, sdk: openai.OpenAI, form: str) -> None:
+def test_token_ids_reach_perplexity_as_their_cl100k_text(gw: Stack, sdk: openai.OpenAI, form: str) -> None:
+    texts = CL100K.decode_sync(items_of(FORMS[form]))
+    result = sdk.embeddings.create(model="pplx", input=FORMS[form], encoding_format="float")
+    check_vectors("float", [d.embedding for d in result.data], fake_matrix(texts, 1024), exact=False)
+    (sent,) = gw.pplx.app.log.for_path(EMB)
+    assert sent.json["input"] == texts
+    assert result.usage.prompt_tokens == sum(fake_token_count(t) for t in texts)
+
+
+@pytest.mark.parametrize("alias, reason", [("pplx-native", "text only"), ("pplx-refuse", "token_ids: refuse")])
+@pytest.mark.parametrize("form", TOKEN_FORMS)
+def test_token_ids_are_refused_with_the_reason(gw: Stack, sdk: openai.OpenAI, form: str, alias: str, reason: str) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        sdk.embeddings.create(model="pplx", input=FORMS[form])
+        sdk.embeddings.create(model=alias, input=FORMS[form])
     assert refused.value.status_code == 400
     message = str(refused.value.body["message"])  # type: ignore[index]
-    assert "text only" in message and "token ids" in message
+    assert reason in message and "token ids" in message and repr(alias) in message
     assert refused.value.param == "input"
     assert gw.pplx.app.log.count == 0
 

@@ -6,6 +6,7 @@ Nothing outside this module and the CLI reads the environment.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,17 @@ __all__ = [
     "DEFAULT_BREAKER_FAILURES",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DeploymentConfig",
+    "ENCODING_FORMATS",
+    "TOKEN_ID_POLICIES",
     "GatewayConfig",
     "KeyConfig",
     "ServerConfig",
     "StateConfig",
     "UsageConfig",
     "check_workers",
+    "default_token_ids",
     "load_config",
+    "load_default_config",
     "parse_config",
     "redact_url",
 ]
@@ -50,6 +55,13 @@ DEFAULT_LEDGER = "sqlite:///gateway-usage.db"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 ROUTING_STRATEGIES = ("fallback", "weighted", "least-busy")
+#: What ``encoding_format`` may say (and an alias's ``default_encoding_format``).
+ENCODING_FORMATS = ("float", "base64", "base64_int8", "base64_binary")
+#: How a deployment reads token-id inputs: as its own ids, as tiktoken cl100k_base ids
+#: (decoded to text), or not at all.
+TOKEN_ID_POLICIES = ("native", "cl100k_base", "refuse")
+#: The built-in config ``serve`` runs when no config file is found (DESIGN.md section 3).
+DEFAULT_CONFIG_RESOURCE = "default.yaml"
 
 DEFAULT_HEALTH_INTERVAL_S = 60.0
 LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
@@ -65,10 +77,13 @@ _DEPLOYMENT_KEYS = (
     "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
     "dimensions", "matryoshka", *_LIMIT_KEYS, "price_per_million_tokens", "extra_body",
     "timeout_s", "connect_timeout_s", "breaker_failures", "breaker_cooldown_s",
-    "default_input_type", "health_check", "health_interval_s",
+    "default_input_type", "health_check", "health_interval_s", "token_ids",
 )
 INPUT_TYPES = ("query", "document")
-_ALIAS_KEYS = ("routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", *_LIMIT_KEYS)
+_ALIAS_KEYS = (
+    "routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", "default_encoding_format",
+    *_LIMIT_KEYS,
+)
 
 
 class ConfigError(Exception):
@@ -164,6 +179,8 @@ class DeploymentConfig:
     #: Probe the deployment with a one-input embed at start and every ``health_interval_s``.
     health_check: bool = False
     health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    #: One of :data:`TOKEN_ID_POLICIES`; the reader fills in :func:`default_token_ids`.
+    token_ids: str = "cl100k_base"
     options: dict[str, Any] = field(default_factory=dict)
     #: ``query`` or ``document`` for requests that send no ``input_type``; None: the
     #: provider's own default.
@@ -187,6 +204,8 @@ class AliasConfig:
     max_inputs: int | None = None
     max_input_tokens: int | None = None
     max_request_tokens: int | None = None
+    #: Used when a request sends no ``encoding_format``; None: the route's own default.
+    default_encoding_format: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,17 +231,39 @@ def check_workers(config: GatewayConfig, workers: int) -> list[str]:
     return []
 
 
+def default_token_ids(provider: str | None, model: str | None) -> str:
+    """Token ids are native only where they certainly are: OpenAI's own embedding models,
+    which read tiktoken ids; everywhere else clients' ids are cl100k_base (DESIGN.md 1)."""
+    if provider == "openai" and (model or "").startswith("text-embedding-"):
+        return "native"
+    return "cl100k_base"
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate a config file; raises :class:`ConfigError` listing every problem."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from exc
+    return _load_text(text, str(path), env)
+
+
+def load_default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The built-in config shipped in this package: the bundled local model, the usage
+    ledger in the working directory."""
+    resource = importlib.resources.files("gateway.config") / DEFAULT_CONFIG_RESOURCE
+    if isinstance(resource, Path):  # a file on disk: several workers each load it by its path
+        return load_config(resource, env)
+    text = resource.read_text(encoding="utf-8")
+    return _load_text(text, f"built-in default ({DEFAULT_CONFIG_RESOURCE})", env)
+
+
+def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> GatewayConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
-    return parse_config(data, os.environ if env is None else env, source=str(path))
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from exc
+    return parse_config(data, os.environ if env is None else env, source=source)
 
 
 def parse_config(
@@ -333,6 +374,7 @@ def _alias(name: str, reader: Reader) -> AliasConfig:
         max_inputs=reader.integer("max_inputs", None, minimum=1),
         max_input_tokens=reader.integer("max_input_tokens", None, minimum=1),
         max_request_tokens=reader.integer("max_request_tokens", None, minimum=1),
+        default_encoding_format=reader.string("default_encoding_format", None, choices=ENCODING_FORMATS),
     )
     _check_spaces(reader, alias)
     _check_input_types(reader, alias)
@@ -399,10 +441,11 @@ def _deployment(
     if settings is not None:
         reader.reject_unknown({*_DEPLOYMENT_KEYS, *extra_allowed, *own_keys})
     options = {key: reader.node[key] for key in own_keys if reader.node.get(key) is not None}
+    model = reader.string("model", None)
     deployment = DeploymentConfig(
         name=reader.string("name", default_name),
         provider=provider or "",
-        model=reader.string("model", None),
+        model=model,
         space=reader.string("space", None),
         base_url=reader.string("base_url", None),
         api_key=reader.string("api_key", None),
@@ -421,6 +464,9 @@ def _deployment(
         breaker_cooldown_s=reader.number("breaker_cooldown_s", DEFAULT_BREAKER_COOLDOWN_S, exclusive=True),
         health_check=reader.boolean("health_check", False),
         health_interval_s=reader.number("health_interval_s", DEFAULT_HEALTH_INTERVAL_S, exclusive=True),
+        token_ids=reader.string(
+            "token_ids", default_token_ids(provider, model), choices=TOKEN_ID_POLICIES
+        ),
         options=options,
         default_input_type=reader.string("default_input_type", None, choices=INPUT_TYPES),
         honours_input_type=settings is not None and settings.honours_input_type(options),

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig, KeyConfig
+from gateway.errors import ModelNotFound
 from gateway.http.body import read_json
 from gateway.http.call import ApiCall
 from gateway.http.responses import JSONBytesResponse, json_response, served_headers
@@ -79,23 +80,33 @@ class ApiHandlers:
 
     async def models(self, call: ApiCall) -> Response:
         key = self._authenticate(call)
-        data = []
-        for name, alias in self.runtime.aliases.items():
-            if not self.auth.allows(key, name):
-                continue
-            entry: dict[str, Any] = {
-                "id": name, "object": "model", "created": self.started_at, "owned_by": "embedding-gateway",
-            }
-            if all(d.ready for d in alias.deployments):
-                entry.update({
-                    "dimensions": alias.dimensions,
-                    "max_input_tokens": alias.max_input_tokens,
-                    "encodings": alias.encodings(),
-                    "input_types": alias.input_types(),
-                    "contextualized": all(d.capabilities.contextualized for d in alias.deployments),
-                })
-            data.append(entry)
+        data = [self._model_entry(name) for name in self.runtime.aliases if self.auth.allows(key, name)]
         return json_response({"object": "list", "data": data})
+
+    async def model(self, call: ApiCall) -> Response:
+        """One entry of ``models`` (the openai SDK's ``models.retrieve``); an alias this key
+        may not use is as unknown as one that does not exist, as in the list."""
+        key = self._authenticate(call)
+        name = call.path_params["model"]
+        if name not in self.runtime.aliases or not self.auth.allows(key, name):
+            known = ", ".join(sorted(n for n in self.runtime.aliases if self.auth.allows(key, n))) or "none"
+            raise ModelNotFound(f"model {name!r} does not exist; available models: {known}", param="model")
+        return json_response(self._model_entry(name))
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        alias = self.runtime.aliases[name]
+        entry: dict[str, Any] = {
+            "id": name, "object": "model", "created": self.started_at, "owned_by": "embedding-gateway",
+        }
+        if all(d.ready for d in alias.deployments):
+            entry.update({
+                "dimensions": alias.dimensions,
+                "max_input_tokens": alias.max_input_tokens,
+                "encodings": alias.encodings(),
+                "input_types": alias.input_types(),
+                "contextualized": all(d.capabilities.contextualized for d in alias.deployments),
+            })
+        return entry
 
 
 def _answer(record: RequestRecord, served: Served, data: list[dict[str, Any]]) -> Response:

@@ -82,6 +82,17 @@ _EMBEDDING = {
 }
 
 
+_MODEL = {"type": "object", "properties": {
+    "id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
+    "owned_by": {"type": "string"}, "dimensions": {"type": "integer"},
+    "max_input_tokens": {"type": "integer"},
+    "encodings": {"type": "array", "items": {"type": "string"}},
+    "contextualized": {"type": "boolean"},
+    "input_types": {"type": "array", "items": {"type": "string", "enum": ["query", "document"]},
+                    "description": "input_type values the alias honours; empty: it ignores input_type"},
+}}
+
+
 def _list_of(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": item}}}
 
@@ -161,14 +172,13 @@ def openapi_document() -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "List model aliases",
                 "operationId": "listModels",
-                "responses": {"200": _json(_list_of({"type": "object", "properties": {
-                    "id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
-                    "owned_by": {"type": "string"}, "dimensions": {"type": "integer"},
-                    "max_input_tokens": {"type": "integer"},
-                    "encodings": {"type": "array", "items": {"type": "string"}},
-                    "input_types": {"type": "array", "items": {"type": "string", "enum": ["query", "document"]},
-                                    "description": "input_type values the alias honours; empty: it ignores input_type"},
-                }}), "The configured aliases"), **_errors(401)},
+                "responses": {"200": _json(_list_of(_MODEL), "The configured aliases"), **_errors(401)},
+            }},
+            "/v1/models/{model}": {"get": {
+                "summary": "One model alias (the openai SDK's models.retrieve)",
+                "operationId": "retrieveModel",
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json(_MODEL, "The alias"), **_errors(401, 404)},
             }},
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
                                  "responses": {"200": _json({"type": "object"}, "Alive")}}},
