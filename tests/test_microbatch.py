@@ -140,3 +140,27 @@ def test_a_caller_who_leaves_has_its_queued_work_dropped() -> None:
 
     asyncio.run(main())
     assert ran == [1]
+
+
+def test_of_two_large_requests_the_first_finishes_first() -> None:
+    """By size, not round-robin: equal requests are served in turn, not all at the end."""
+    finished: list[str] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, dimensions=2, max_batch_size=4, max_wait_ms=0, workers=1)
+        await batcher.start()
+
+        async def request(name: str) -> None:
+            await batcher.submit([seq(i) for i in range(40)])
+            finished.append(name)
+
+        first = asyncio.create_task(request("first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(request("second"))
+        await first
+        assert not second.done()  # the second still had work queued when the first was done
+        await second
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert finished == ["first", "second"]

@@ -6,11 +6,14 @@ queued sequences (up to ``max_batch_size`` / ``max_batch_tokens``, waiting at mo
 that waste little padding and runs those in worker threads; each caller's future is
 resolved as soon as its last row is done.
 
-Fair by request: a batch takes one sequence from each waiting request in turn
-(round-robin, as TEI and Infinity schedule), so a request of one input is in the next
-batch even behind another client's thousand. A caller who leaves (its task cancelled,
-e.g. the client hung up) is taken out of the queue at once, and its sequences still in
-a later sub-batch are not run.
+Scheduled by size: a batch is filled from the request with the fewest sequences left
+first (shortest remaining work first; arrival order among equals), so a request of one
+input is in the next batch even behind another client's thousand, and of several large
+requests each finishes in turn instead of all at the end (round-robin would hold every
+one of them until the last). A large request still gets every place that smaller ones
+leave in a batch; only a stream of small requests filling every batch would hold it.
+A caller who leaves (its task cancelled, e.g. the client hung up) is taken out of the
+queue at once, and its sequences still in a later sub-batch are not run.
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._max_padding = max_padding
         self._workers = workers
-        #: Requests with sequences not yet in a batch, in round-robin order.
-        self._jobs: collections.deque[_Job] = collections.deque()
+        #: Requests with sequences not yet in a batch, in arrival order.
+        self._jobs: list[_Job] = []
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,26 +188,26 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[tuple[_Job, int]]:
-        """One sequence from each waiting request in turn; with idle workers, a fair share
-        of what is queued so all get work."""
+        """Sequences of the requests with the least left first; with idle workers, a fair
+        share of what is queued so all get work."""
         share = -(-self._queued // (self._idle_workers + 1))
         limit = max(1, min(self.max_batch_size, share))
         batch: list[tuple[_Job, int]] = []
         tokens = 0
-        jobs = self._jobs
-        while jobs and len(batch) < limit:
-            job = jobs[0]
-            position = job.cursor
-            length = len(job.sequences[position])
-            if batch and tokens + length > self.max_batch_tokens:
+        for job in sorted(self._jobs, key=lambda j: j.unqueued):  # stable: arrival order among equals
+            while job.unqueued and len(batch) < limit:
+                position = job.cursor
+                length = len(job.sequences[position])
+                if batch and tokens + length > self.max_batch_tokens:
+                    break
+                job.cursor += 1
+                self._queued -= 1
+                batch.append((job, position))
+                tokens += length
+            if not job.unqueued:
+                self._jobs.remove(job)
+            if len(batch) >= limit or (batch and tokens >= self.max_batch_tokens):
                 break
-            job.cursor += 1
-            self._queued -= 1
-            jobs.popleft()
-            if job.unqueued:
-                jobs.append(job)
-            batch.append((job, position))
-            tokens += length
         return batch
 
     def _sub_batches(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
