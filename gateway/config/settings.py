@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from gateway.config.reader import Reader
+from gateway.config.yamlfile import read_yaml
 from gateway.config.envsubst import substitute
 from providers.base import InputType
 from providers.options import Settings
@@ -233,10 +232,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    data, problems = read_yaml(text)
+    if problems:
+        raise ConfigError([f"{path}: {problem}" for problem in problems])
     return parse_config(data, os.environ if env is None else env, source=str(path))
 
 
