@@ -54,8 +54,11 @@ class OpsHandlers:
             deployments[deployment.name] = detail
         if not self.runtime.ready:
             return json_response({"status": "starting", "deployments": deployments}, status_code=503)
-        # An alias whose every deployment has its circuit open cannot serve: not ready.
-        serving = {d.alias for d in self.runtime.deployments if states.get(d.name) != "open"}
+        # An alias whose every deployment has its circuit open (or its health probe failing)
+        # cannot serve: not ready, and says which.
+        serving = {
+            d.alias for d in self.runtime.deployments if states.get(d.name) != "open" and d.health != "down"
+        }
         unavailable = sorted(name for name in self.runtime.aliases if name not in serving)
         if unavailable:
             return json_response(
