@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
 from gateway.http.api import ApiHandlers
+from gateway.http import connections
 from gateway.http.dispatch import FrontDoor
 from gateway.http.ops import OpsHandlers
 from gateway.http.routes import Route, RouteTable
@@ -63,6 +64,15 @@ def create_app(
     ``metrics_dir`` is given to each of several workers (:mod:`gateway.usage.workers`)."""
     runtime = runtime or build_runtime(config)
     metrics = Metrics(aliases=config.models) if config.server.metrics else None
+    server = config.server
+    connections.configure(
+        connections.ConnectionLimits(
+            max_connections=server.max_connections,
+            header_timeout_s=server.header_timeout_s,
+            body_timeout_s=server.body_timeout_s,
+        ),
+        metrics.count_cut if metrics is not None else None,
+    )
     ledger = UsageLedger(config.usage.ledger) if config.usage.enabled else None
     shared = SharedParts.build(config)
     probes = HealthProbes(runtime)

@@ -126,9 +126,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.usage.sqlite import ledger_problem
+
     path = _config_path(args.path)
     config = _load(path)
     if config is None:
+        return 2
+    # What serve would die on that the config's own checks cannot see.
+    ledger = config.usage.ledger
+    problem = ledger_problem(ledger) if config.usage.enabled and ledger.startswith("sqlite:///") else None
+    if problem is not None:
+        print(f"{path}: 1 error(s) in the config:", file=sys.stderr)
+        print(f"  usage.ledger: {problem}", file=sys.stderr)
         return 2
     for name, alias in config.models.items():
         names = ", ".join(f"{d.name} ({d.provider})" for d in alias.deployments)

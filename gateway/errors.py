@@ -12,10 +12,12 @@ Gateway exception hierarchy::
     ├── PermissionDenied      403
     ├── ModelNotFound         404 model_not_found
     ├── NotFound              404 (routes)
-    ├── MethodNotAllowed      405
+    ├── MethodNotAllowed      405 (Allow)
+    ├── RequestTimeout        408 (the body did not arrive within server.body_timeout_s)
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
     ├── RateLimited           429 (retry_after)
+    ├── ClientClosedRequest   499 (nginx's status: the client hung up before the answer)
     ├── ServiceOverloaded     503 overloaded
     └── NoDeploymentAvailable 503
 """
@@ -106,6 +108,14 @@ class MethodNotAllowed(GatewayError):
     pass
 
 
+class RequestTimeout(GatewayError):
+    pass
+
+
+class ClientClosedRequest(GatewayError):
+    """The client disconnected before its answer: nobody reads this one, the records do."""
+
+
 class PayloadTooLarge(GatewayError):
     pass
 
@@ -140,7 +150,9 @@ _TABLE: dict[type[BaseException], ErrorKind] = {
     ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found"),
     NotFound: ErrorKind(404, "invalid_request_error", "not_found"),
     MethodNotAllowed: ErrorKind(405, "invalid_request_error", "method_not_allowed"),
+    RequestTimeout: ErrorKind(408, "invalid_request_error", "request_timeout"),
     PayloadTooLarge: ErrorKind(413, "invalid_request_error", "request_too_large"),
+    ClientClosedRequest: ErrorKind(499, "invalid_request_error", "client_closed_request"),
     UnsupportedMediaType: ErrorKind(415, "invalid_request_error", "unsupported_media_type"),
     RateLimited: ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     ServiceOverloaded: ErrorKind(503, "server_error", "overloaded"),

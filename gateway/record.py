@@ -96,7 +96,8 @@ class Served:
 class RequestRecord:
     """The facts of one request, filled in as they are learned.
 
-    ``billed``: the route's requests are accounted (usage ledger and request metrics).
+    ``billed``: the route's requests are accounted (usage ledger and request metrics), once
+    ``authenticated`` (a request refused before that is only counted: no usage row).
     ``rate_headers``: the key's rate-limit headers, for the answer.
     """
 
@@ -104,6 +105,7 @@ class RequestRecord:
     method: str
     path: str
     billed: bool = False
+    authenticated: bool = False
     key_id: str | None = None
     alias: str | None = None
     user: str | None = None

@@ -12,6 +12,7 @@ from providers.base import InputType
 __all__ = [
     "ENCODING_FORMATS",
     "INPUT_TYPES",
+    "MODEL_MAX_CHARS",
     "EmbeddingsRequest",
     "ContextualizedRequest",
     "parse_contextualized_request",
@@ -23,6 +24,8 @@ METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 USER_MAX_CHARS = 512
+#: Model names are echoed in errors, logs and the ledger; no alias needs more.
+MODEL_MAX_CHARS = 256
 _KNOWN_FIELDS = frozenset(
     {"model", "input", "encoding_format", "dimensions", "user", "metadata", "extra_body", "input_type"}
 )
@@ -148,6 +151,10 @@ def _parse_model(body: dict[str, Any]) -> str:
         raise InvalidRequest("model is required: the alias of a configured model", param="model", code="missing_required_parameter")
     if not isinstance(model, str) or not model:
         raise InvalidRequest(f"model must be a non-empty string, not {_describe(model)}", param="model")
+    if len(model) > MODEL_MAX_CHARS:
+        raise InvalidRequest(
+            f"model must be at most {MODEL_MAX_CHARS} characters, not {len(model)}", param="model"
+        )
     return model
 
 

@@ -39,8 +39,10 @@ __all__ = ["EmbeddingService", "RequestTrace", "Served"]
 
 #: Batches of one request sent to backends at the same time.
 BATCH_CONCURRENCY = 4
-#: Requests this size or smaller are counted on the event loop; larger ones in a thread.
+#: Requests of at most this many inputs, and characters (or token ids) in all, are counted
+#: on the event loop; larger ones in a thread (a 10 MB string must not stall other clients).
 _INLINE_COUNT = 16
+_INLINE_SIZE = 16_384
 
 AnyRequest = EmbeddingsRequest | ContextualizedRequest
 
@@ -81,7 +83,7 @@ class EmbeddingService:
             if decoded is None:
                 decoded = await CL100K.decode([item for item in inputs if isinstance(item, list)])
             inputs = decoded
-        if len(inputs) <= _INLINE_COUNT:
+        if len(inputs) <= _INLINE_COUNT and sum(len(item) for item in inputs) <= _INLINE_SIZE:
             counts = provider.count_tokens(inputs, input_type=kind)
         else:
             counts = await asyncio.to_thread(provider.count_tokens, inputs, input_type=kind)

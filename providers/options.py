@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
+import httpx
+
 __all__ = [
     "COMMON_UPSTREAM_OPTIONS",
     "CrossCheck",
@@ -173,12 +175,20 @@ COMMON_UPSTREAM_OPTIONS: Mapping[str, Option] = {
 
 
 def url_problem(base_url: str | None) -> str | None:
-    """A problem with ``base_url``, or None when it is an http(s) URL with a host."""
+    """A problem with ``base_url``, or None when it is an http(s) URL with a host that the
+    HTTP client can call. Messages never repeat the URL: it may hold a password."""
     if base_url is None:
         return None
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018  (parsing the port is the check)
+        httpx.URL(base_url)
+    except (ValueError, httpx.InvalidURL):
+        return "is not a URL the HTTP client can use (check the host, the port and for spaces)"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host name"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold a user name or password (user:pass@); put the key in api_key or headers"
     if parts.query or parts.fragment:
         return "must not carry a query string or fragment"
     return None

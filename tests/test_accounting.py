@@ -153,9 +153,10 @@ def test_refused_requests_are_recorded_with_their_status(gateway: Gateway) -> No
     rows = gateway.rows([no_key, bad_key, denied, bad_input, bad_dims, unknown, throttled])
     refused: dict[str, Any] = {"deployment": None, "provider": None, "upstream_model": None, "prompt_tokens": 0,
                "total_tokens": 0, "cost": None, "attempts": 0}
+    # Refused before authentication: counted in the metrics, never a row (keyless clients
+    # must not be able to fill the ledger).
+    assert no_key not in rows and bad_key not in rows
     expected: dict[str, dict[str, Any]] = {
-        no_key: dict(status=401, key_id=None, alias="-", inputs=0),
-        bad_key: dict(status=401, key_id=None, alias="-", inputs=0),
         denied: dict(status=403, key_id="app-2", alias="pplx", inputs=2),
         bad_input: dict(status=400, key_id="app-1", alias="mini", inputs=0),  # refused while parsing, alias known
         bad_dims: dict(status=400, key_id="app-1", alias="mini", inputs=1),

@@ -128,7 +128,7 @@ async def test_an_input_error_names_the_clients_position_not_the_batchs() -> Non
     finally:
         await service.runtime.aclose()
     assert refused.value.param == "input[5]"
-    assert refused.value.message.startswith("input[5] has 402 tokens")
+    assert refused.value.message.startswith("input[5] has more than 256 tokens")
     assert len(record.trace.batches) == 3 if record.trace else False
 
 

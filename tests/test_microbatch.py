@@ -87,3 +87,80 @@ def test_cancelled_callers_are_skipped_and_errors_reach_callers() -> None:
         await batcher.stop()
 
     asyncio.run(main())
+
+
+def test_a_small_request_is_not_held_behind_a_large_one() -> None:
+    """Round-robin by request: one input submitted after 1,000 others is run in the next batch."""
+    ran: list[int] = []  # first value of each sequence, in the order the model saw them
+
+    def recording(sequences: list[np.ndarray]) -> np.ndarray:
+        ran.extend(int(s[0]) for s in sequences)
+        return run(sequences)
+
+    async def main() -> None:
+        batcher = MicroBatcher(recording, dimensions=2, max_batch_size=8, max_wait_ms=0, workers=1)
+        await batcher.start()
+        large = asyncio.create_task(batcher.submit([seq(1000 + i) for i in range(1000)]))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(batcher.submit([seq(7)]))
+        rows = await small
+        assert not large.done()  # the small one finished while the large one was still running
+        assert rows[0][0] == 7
+        assert len(await large) == 1000
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert ran.index(7) < 2 * 8  # within the first two batches, not after a thousand inputs
+
+
+def test_a_caller_who_leaves_has_its_queued_work_dropped() -> None:
+    gate, entered = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def slow(sequences: list[np.ndarray]) -> np.ndarray:
+        entered.set()
+        gate.wait(10)
+        ran.extend(int(s[0]) for s in sequences)
+        return run(sequences)
+
+    async def main() -> None:
+        batcher = MicroBatcher(slow, dimensions=2, max_batch_size=4, max_wait_ms=0, workers=1)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit([seq(1)]))
+        await asyncio.to_thread(entered.wait, 10)
+        gone = asyncio.create_task(batcher.submit([seq(500 + i) for i in range(100)]))
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 100
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 0  # out of the queue at once, not when its turn comes
+        gate.set()
+        await first
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert ran == [1]
+
+
+def test_of_two_large_requests_the_first_finishes_first() -> None:
+    """By size, not round-robin: equal requests are served in turn, not all at the end."""
+    finished: list[str] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, dimensions=2, max_batch_size=4, max_wait_ms=0, workers=1)
+        await batcher.start()
+
+        async def request(name: str) -> None:
+            await batcher.submit([seq(i) for i in range(40)])
+            finished.append(name)
+
+        first = asyncio.create_task(request("first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(request("second"))
+        await first
+        assert not second.done()  # the second still had work queued when the first was done
+        await second
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert finished == ["first", "second"]

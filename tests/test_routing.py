@@ -236,15 +236,17 @@ def test_an_open_breaker_skips_the_deployment_then_probes_it(fakes: tuple[Server
         assert embed(client).headers["x-gateway-deployment"] == "primary"
 
 
-def test_when_every_breaker_is_open_one_deployment_is_tried_anyway(fakes: tuple[Server, Server]) -> None:
+def test_when_every_breaker_is_open_requests_fail_fast_untried(fakes: tuple[Server, Server]) -> None:
     primary, _ = fakes
     primary.app.faults.add("status", status=503)
     models = {"solo": remote("primary", primary.base_url, breaker_failures=1, breaker_cooldown_s=60)}
     with gateway(models) as client:
         assert embed(client, model="solo").status_code == 503
         response = embed(client, model="solo")
-    assert_fake_vectors(response)
-    assert received(primary) == 2
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_deployment_available"
+    assert "retry-after" in response.headers
+    assert received(primary) == 1  # the open circuit kept the second request off it
 
 
 def test_the_local_model_serves_when_the_remote_is_down(reference: dict[str, Any]) -> None:

@@ -111,6 +111,14 @@ class Stack:
         return httpx.Client(base_url=self.gateway, timeout=30)
 
 
+def _without_breakers(models: dict[str, Any]) -> None:
+    """One gateway serves a whole module of fault tests: its circuits must not open across
+    tests (an open circuit answers 503 untried), unless a test sets its own."""
+    for alias in models.values():
+        for deployment in alias.get("deployments", [alias]):
+            deployment.setdefault("breaker_failures", 0)
+
+
 @contextmanager
 def upstream_stack(
     more_models: Callable[[str, str, dict[str, str]], dict[str, Any]] | None = None,
@@ -130,6 +138,7 @@ def upstream_stack(
         models = standard_models(oai.base_url, pplx.base_url)
         if more_models is not None:
             models.update(more_models(oai.base_url, pplx.base_url, {n: s.base_url for n, s in extra.items()}))
+        _without_breakers(models)
         config = parse_config({"models": models, "usage": {"ledger": "off"}}, env={})
         gateway = stack.enter_context(run_in_thread(create_app(config), lifespan="on"))
         yield Stack(gateway.base_url, oai, pplx, extra)

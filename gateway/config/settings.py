@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from gateway.config.reader import Reader
+from gateway.config.yamlfile import read_yaml
 from gateway.config.envsubst import substitute
 from providers.base import InputType
 from providers.options import Settings
@@ -71,7 +70,14 @@ STATE_FAILURE_MODES = ("open", "closed")
 DEFAULT_STATE_PREFIX = "embedding-gateway:"
 
 _TOP_KEYS = ("server", "auth", "usage", "models", "state", "state_failure", "state_prefix")
-_SERVER_KEYS = ("host", "port", "max_request_bytes", "metrics", "workers")
+DEFAULT_MAX_CONNECTIONS = 2048
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
+_SERVER_KEYS = (
+    "host", "port", "max_request_bytes", "metrics", "workers",
+    "max_connections", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s",
+)
 _LIMIT_KEYS = ("max_inputs", "max_input_tokens", "max_request_tokens")
 _DEPLOYMENT_KEYS = (
     "provider", "name", "model", "space", "base_url", "api_key", "headers", "weight",
@@ -103,6 +109,14 @@ class ServerConfig:
     metrics: bool = True
     #: Processes sharing the port (``serve --workers`` overrides it).
     workers: int = 1
+    #: Open connections at most; past it a new one is answered 503 and closed at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: From its first byte (or its connection), a request's headers must arrive within this...
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    #: ...and its whole body within this after them.
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    #: An idle keep-alive connection is closed after this.
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,10 +273,9 @@ def load_default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
 
 
 def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> GatewayConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from exc
+    data, problems = read_yaml(text)
+    if problems:
+        raise ConfigError([f"{source}: {problem}" for problem in problems])
     return parse_config(data, os.environ if env is None else env, source=source)
 
 
@@ -319,6 +332,10 @@ def _server(reader: Reader) -> ServerConfig:
         max_request_bytes=reader.integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
         metrics=reader.boolean("metrics", True),
         workers=reader.integer("workers", 1, minimum=1, maximum=256),
+        max_connections=reader.integer("max_connections", DEFAULT_MAX_CONNECTIONS, minimum=1, maximum=1_000_000),
+        header_timeout_s=reader.number("header_timeout_s", DEFAULT_HEADER_TIMEOUT_S, exclusive=True),
+        body_timeout_s=reader.number("body_timeout_s", DEFAULT_BODY_TIMEOUT_S, exclusive=True),
+        keepalive_timeout_s=reader.number("keepalive_timeout_s", DEFAULT_KEEPALIVE_TIMEOUT_S, exclusive=True),
     )
 
 

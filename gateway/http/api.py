@@ -22,6 +22,7 @@ from gateway.http.responses import JSONBytesResponse, json_response, served_head
 from gateway.record import RequestRecord, Served
 from gateway.runtime import Runtime
 from gateway.schema import (
+    MODEL_MAX_CHARS,
     ContextualizedRequest,
     EmbeddingsRequest,
     parse_contextualized_request,
@@ -49,6 +50,7 @@ class ApiHandlers:
 
     def _authenticate(self, call: ApiCall) -> KeyConfig | None:
         key = self.auth.authenticate(call.header(b"authorization"))
+        call.record.authenticated = True
         if key is not None:
             call.record.key_id = key.id
         return key
@@ -56,8 +58,9 @@ class ApiHandlers:
     async def _read(self, call: ApiCall, parse: Callable[[Any], ParsedT]) -> ParsedT:
         body = await read_json(call, limit=self.config.server.max_request_bytes)
         record = call.record
-        if isinstance(body, dict) and isinstance(body.get("model"), str):
-            record.alias = body["model"]
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and len(model) <= MODEL_MAX_CHARS:
+            record.alias = model
         parsed = parse(body)
         record.user, record.metadata = parsed.user, parsed.metadata
         return parsed

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect
 
+from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.http.call import ApiCall
-from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.http.connections import CUT_KEY
 
 __all__ = ["read_json"]
 
@@ -34,7 +34,9 @@ async def read_json(call: ApiCall, *, limit: int) -> Any:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            if call.scope.get(CUT_KEY) == "body_timeout":
+                raise RequestTimeout("the request body did not arrive within the server's body timeout")
+            raise ClientClosedRequest("the client closed the connection before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -42,6 +44,7 @@ async def read_json(call: ApiCall, *, limit: int) -> Any:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    call.body_read()
     raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")

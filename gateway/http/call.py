@@ -8,6 +8,8 @@ wants a full ``Request`` (query parameters) asks :meth:`ApiCall.request` for one
 
 from __future__ import annotations
 
+from typing import Callable
+
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
@@ -19,7 +21,7 @@ __all__ = ["ApiCall"]
 class ApiCall:
     """The scope, receive and record of one request, and its path parameters."""
 
-    __slots__ = ("scope", "receive", "record", "path_params")
+    __slots__ = ("scope", "receive", "record", "path_params", "on_body_read")
 
     def __init__(
         self, scope: Scope, receive: Receive, record: RequestRecord, path_params: dict[str, str] | None = None
@@ -28,6 +30,13 @@ class ApiCall:
         self.receive = receive
         self.record = record
         self.path_params = path_params or {}
+        #: Called once the whole body has been received (the front door then watches for
+        #: the client hanging up).
+        self.on_body_read: Callable[[], None] | None = None
+
+    def body_read(self) -> None:
+        if self.on_body_read is not None:
+            self.on_body_read()
 
     @property
     def request_id(self) -> str:

@@ -9,6 +9,7 @@ protocol goes to Starlette's lifespan machinery.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -20,9 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import MethodNotAllowed, NotFound, error_response
+from gateway.errors import ClientClosedRequest, MethodNotAllowed, NotFound, error_response
 from gateway.http.call import ApiCall
-from gateway.http.routes import RouteTable
+from gateway.http.routes import Handler, RouteTable
 from gateway.record import RequestRecord
 
 __all__ = ["FrontDoor", "REQUEST_ID_HEADER"]
@@ -53,11 +54,62 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+_LOGGED_CHARS = 256
+
+
+def _loggable(text: str) -> str:
+    """``text`` fit for one line of the text log: what is not printable escaped (a newline
+    in a path or an alias must not forge a line), and at most ``_LOGGED_CHARS`` long."""
+    if len(text) > _LOGGED_CHARS:
+        text = text[:_LOGGED_CHARS] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _has_request_id(headers: list[tuple[bytes, bytes]]) -> bool:
     for name, _ in headers:
         if name == b"x-request-id":
             return True
     return False
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _watched(handler: Handler, call: ApiCall) -> Response:
+    """``handler(call)``, cancelled if the client hangs up once its body is read: its
+    upstream calls and its place in a local queue are given up, and the request ends as
+    :class:`ClientClosedRequest` (499) instead of being served to no one."""
+    task = asyncio.current_task()
+    assert task is not None
+    watcher: asyncio.Task[None] | None = None
+    state = {"finished": False, "hung_up": False}
+
+    def hung_up(watch: asyncio.Task[None]) -> None:
+        if state["finished"] or watch.cancelled() or watch.exception() is not None:
+            return
+        state["hung_up"] = True
+        task.cancel()
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(_disconnect(call.receive))
+        watcher.add_done_callback(hung_up)
+
+    call.on_body_read = watch
+    try:
+        return await handler(call)
+    except asyncio.CancelledError:
+        if state["hung_up"] and task.uncancel() == 0:
+            raise ClientClosedRequest("the client closed the connection before its answer") from None
+        raise
+    finally:
+        state["finished"] = True
+        if watcher is not None:
+            watcher.cancel()
 
 
 class FrontDoor:
@@ -123,7 +175,10 @@ class FrontDoor:
                     headers={"allow": allowed},
                 )
             record.billed = route.billed
-            return await route.handler(ApiCall(scope, receive, record, match.params))
+            call = ApiCall(scope, receive, record, match.params)
+            if route.billed:
+                return await _watched(route.handler, call)
+            return await route.handler(call)
         except Exception as exc:
             return error_response(exc, request_id=record.request_id)
 
@@ -141,8 +196,8 @@ class FrontDoor:
             line = orjson.dumps(fields).decode()
         else:
             line = (
-                f"{record.method} {record.path} alias={alias} status={status} ms={ms:.1f} "
-                f"request_id={record.request_id}"
+                f"{_loggable(record.method)} {_loggable(record.path)} alias={_loggable(alias)} status={status} "
+                f"ms={ms:.1f} request_id={_loggable(record.request_id)}"
             )
         # ``access`` lets a JSON formatter (``serve --log-format json``) emit the fields as they are.
         access_log.info(line, extra={"access": fields})

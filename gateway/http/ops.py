@@ -52,11 +52,20 @@ class OpsHandlers:
                 if deployment.health_error is not None:
                     detail["health_error"] = deployment.health_error
             deployments[deployment.name] = detail
-        ready = self.runtime.ready
-        return json_response(
-            {"status": "ready" if ready else "starting", "deployments": deployments},
-            status_code=200 if ready else 503,
-        )
+        if not self.runtime.ready:
+            return json_response({"status": "starting", "deployments": deployments}, status_code=503)
+        # An alias whose every deployment has its circuit open (or its health probe failing)
+        # cannot serve: not ready, and says which.
+        serving = {
+            d.alias for d in self.runtime.deployments if states.get(d.name) != "open" and d.health != "down"
+        }
+        unavailable = sorted(name for name in self.runtime.aliases if name not in serving)
+        if unavailable:
+            return json_response(
+                {"status": "unavailable", "unavailable_models": unavailable, "deployments": deployments},
+                status_code=503,
+            )
+        return json_response({"status": "ready", "deployments": deployments})
 
     async def metrics_text(self, call: ApiCall) -> Response:
         if self.metrics is None:

@@ -139,7 +139,7 @@ class Breaker:
         return None
 
     def force(self) -> Permit:
-        """A permit whatever the state: for when every deployment's breaker is open."""
+        """A permit whatever the state: for a last resort (the router says when)."""
         return self.acquire() or _NORMAL
 
     def succeeded(self, permit: Permit) -> None:

@@ -2,9 +2,20 @@
 
 The alias's strategy orders its deployments: ``fallback`` in config order, ``weighted``
 one drawn by weight then the others in order, ``least-busy`` by calls in flight. A
-deployment whose circuit breaker is open, or that its health probe found down
-(:mod:`gateway.routing.health`), is skipped; when every one is, the one whose
-cooldown ends first is tried anyway, so a request never fails untried.
+deployment whose circuit breaker keeps calls out (open, or half-open with its one probe
+already out), or that its health probe found down (:mod:`gateway.routing.health`), is
+skipped on the first pass. Then:
+
+- A request that called some deployment and saw it fail joins a skipped deployment that
+  is being probed, as a last resort: its cooldown is over, it may well be back, and the
+  alternative is an error. (Being probed is never a reason to answer 502 while it can serve.)
+- A request that found nothing it may call (every circuit open, or open and probing)
+  fails at once with 503 and a ``Retry-After`` until the first cooldown ends. It does not
+  force a call: a breaker opens after consecutive failures, so a forced call would most
+  likely cost the client the whole ``timeout_s`` against a deployment known to be failing
+  (a hanging upstream), and under load every request would make one: the load the
+  breaker exists to keep off. Recovery is found by the probe each breaker lets through
+  when its cooldown ends.
 
 What happens after a failure is decided by exception class and status, never by message:
 
@@ -20,12 +31,16 @@ UpstreamResponseError 500/502-504  yes           yes        yes
 UpstreamResponseError, other [2]   no            yes        yes
 UpstreamAuthError (401, 403)       no            yes        yes
 any other ProviderError            no            yes        yes
+any other exception [3]            no            yes        yes
 =================================  ============  =========  ==================
 
 [1] after ``max(backoff, Retry-After)``, when that wait ends before the deadline; else
     the next deployment is tried at once.
 [2] a malformed answer (invalid JSON, wrong vector count or width, NaN, bad indices) or
     a status such as 404: the same deployment would most likely answer the same way.
+[3] a provider's bug or a fault it did not foresee (e.g. its HTTP library refusing a
+    URL): logged with its type only (its text may hold a URL with credentials) and
+    treated as a ``ProviderError`` (502 when it is the last), never a 500.
 
 ``retries`` is the number of extra attempts on one deployment before moving on; waits
 grow exponentially with full jitter (:mod:`gateway.routing.backoff`). A request's deadline
@@ -44,6 +59,7 @@ discarded and tried again within the pinned space.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -69,6 +85,7 @@ from providers.base import (
 
 __all__ = ["Attempt", "RETRYABLE_STATUSES", "Routed", "Router", "SpacePin", "outcome_of"]
 
+logger = logging.getLogger("gateway.routing")
 Attempt = Callable[[DeploymentRuntime], Awaitable[EmbeddingResult]]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -255,6 +272,14 @@ class Router:
             outcome = exc
             breaker.failed(permit)
             return None, exc, outcome_of(exc)
+        except Exception as exc:
+            # Not a ProviderError: a provider's bug or a fault it did not foresee. Only its
+            # type is told: its text may hold a URL with credentials in it.
+            unforeseen = ProviderError(f"deployment {deployment.name!r} failed unexpectedly ({type(exc).__name__})")
+            logger.warning("deployment %r failed unexpectedly: %s", deployment.name, type(exc).__name__)
+            outcome = unforeseen
+            breaker.failed(permit)
+            return None, unforeseen, outcome_of(unforeseen)
         except BaseException as exc:
             outcome = exc
             breaker.released(permit)
@@ -314,16 +339,29 @@ class _BatchRouting:
             routed = await self._on_deployment(deployment, permit)
             if routed is not None:
                 return routed
-        if self.deployments_tried == 0:
-            candidates = [d for d in skipped if pin is None or pin.admits(d)]
-            if candidates:
-                forced = min(candidates, key=lambda d: router.breaker_for(d).open_until)
-                routed = await self._on_deployment(forced, router.breaker_for(forced).force(), forced=True)
-                if routed is not None:
-                    return routed
+        candidates = [d for d in skipped if pin is None or pin.admits(d)]
+        if self.deployments_tried:
+            for deployment in candidates:
+                breaker = router.breaker_for(deployment)
+                if breaker.state != "open" and deployment.health != "down":  # being probed: the last resort
+                    routed = await self._on_deployment(deployment, breaker.force(), forced=True)
+                    if routed is not None:
+                        return routed
         if self.last_error is not None:
             raise self.last_error
+        if candidates:
+            names = ", ".join(repr(d.name) for d in candidates)
+            raise NoDeploymentAvailable(
+                f"model {alias.name!r} cannot be served now: every deployment ({names}) is out of "
+                "service (its circuit open after repeated failures, or its health probe failing); retry later",
+                retry_after=self._retry_after(candidates),
+            )
         raise NoDeploymentAvailable(f"model {alias.name!r} has no deployment available to serve it")
+
+    def _retry_after(self, deployments: list[DeploymentRuntime]) -> float:
+        """Seconds until the first of ``deployments`` may take a call again (at least 1)."""
+        now = self.router.clock()
+        return max(1.0, min(self.router.breaker_for(d).open_until - now for d in deployments))
 
     async def _on_deployment(self, deployment: DeploymentRuntime, permit: Permit, *, forced: bool = False) -> Routed | None:
         """Up to ``1 + retries`` attempts on one deployment; ``None`` means move on."""

@@ -26,7 +26,11 @@ class Accounting:
         self.metrics = metrics
 
     def complete(self, record: RequestRecord, status: int, latency_ms: float) -> None:
-        if not record.billed:
+        if not (record.billed and record.authenticated):
+            # No route, a method not allowed, no valid key: counted, never a usage row (a
+            # client without a key must not be able to fill the ledger).
+            if status >= 400 and self.metrics is not None:
+                self.metrics.count_refused(status)
             return
         served = record.served
         alias = record.alias or "-"

@@ -154,6 +154,8 @@ class _PerRequestCollector(Collector):
         yield m.fallbacks.counter()
         yield m.circuit.gauge()
         yield m.batch_size.family()
+        yield m.refused.counter()
+        yield m.connections_cut.counter()
 
 
 class _ScrapeTimeCollector(Collector):
@@ -256,6 +258,17 @@ class Metrics:
         self.batch_size = _Histogram(
             "gateway_local_batch_size", "Inputs per batch run by a local model.", ["deployment"], BATCH_BUCKETS
         )
+        self.refused = _Series(
+            "gateway_refused_requests",
+            "Requests refused before authentication (no route, method not allowed, no valid key), by status.",
+            ["status"],
+        )
+        self.connections_cut = _Series(
+            "gateway_connections_cut",
+            "Connections the server closed on a client: max_connections, header_timeout, body_timeout, "
+            "keepalive_timeout.",
+            ["reason"],
+        )
         self.registry.register(_PerRequestCollector(self))
         self._scrape_time = _ScrapeTimeCollector()
         self.registry.register(self._scrape_time)
@@ -299,6 +312,14 @@ class Metrics:
         if value is None or value not in CIRCUIT_STATES.values():
             raise ValueError(f"circuit state must be one of {', '.join(CIRCUIT_STATES)}, not {state!r}")
         self.circuit.set((deployment,), value)
+
+    def count_refused(self, status: int) -> None:
+        """A request refused before authentication (it gets no usage row)."""
+        self.refused.add((str(status),))
+
+    def count_cut(self, reason: str) -> None:
+        """A connection closed on its client; ``reason`` from the small fixed set documented."""
+        self.connections_cut.add((reason,))
 
     def observe_local_batch(self, deployment: str, size: int) -> None:
         self.batch_size.observe((deployment,), size)

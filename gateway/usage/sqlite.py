@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Sequence
 
-from gateway.usage.report import LedgerError, query_usage
+from gateway.usage.report import LedgerError, ledger_path, query_usage
 from gateway.usage.schema import UsageRecord, columns, quoted, row_values
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "ledger_problem"]
 
 _INSERT = (
     f"INSERT INTO usage ({', '.join(quoted(n) for n in UsageRecord._fields)}) "
@@ -72,3 +73,31 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for name, kind in defined:
         if name not in present:
             conn.execute(f"ALTER TABLE usage ADD COLUMN {quoted(name)} {kind}")
+
+
+def ledger_problem(url: str) -> str | None:
+    """Why ``serve`` could not open the ledger at ``url``, found without creating anything
+    (for ``check-config``); ``None`` when it looks usable."""
+    try:
+        path = ledger_path(url)
+    except LedgerError as exc:
+        return str(exc)
+    if path.exists():
+        if path.is_dir():
+            return f"{path} is a directory, not a ledger file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} cannot be written by this user"
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return f"{path} exists and is not an SQLite database"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the folder {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {parent} cannot be written by this user (the ledger keeps journal files beside it)"
+    return None

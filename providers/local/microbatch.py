@@ -4,7 +4,16 @@ Callers ``submit`` token sequences and await their rows. One background task gat
 queued sequences (up to ``max_batch_size`` / ``max_batch_tokens``, waiting at most
 ``max_wait_ms`` for a batch to fill), sorts them by length, cuts them into sub-batches
 that waste little padding and runs those in worker threads; each caller's future is
-resolved as soon as its last row is done. Callers who already left are skipped.
+resolved as soon as its last row is done.
+
+Scheduled by size: a batch is filled from the request with the fewest sequences left
+first (shortest remaining work first; arrival order among equals), so a request of one
+input is in the next batch even behind another client's thousand, and of several large
+requests each finishes in turn instead of all at the end (round-robin would hold every
+one of them until the last). A large request still gets every place that smaller ones
+leave in a batch; only a stream of small requests filling every batch would hold it.
+A caller who leaves (its task cancelled, e.g. the client hung up) is taken out of the
+queue at once, and its sequences still in a later sub-batch are not run.
 """
 
 from __future__ import annotations
@@ -26,12 +35,18 @@ __all__ = ["BatchStats", "MicroBatcher", "RunBatch"]
 RunBatch = Callable[[list[npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     sequences: list[npt.NDArray[np.int64]]
     future: asyncio.Future[npt.NDArray[np.float32]]
     rows: npt.NDArray[np.float32] | None = None
     pending: int = 0
+    #: The next position to hand to a batch; ``len(sequences)`` once all are handed out.
+    cursor: int = 0
+
+    @property
+    def unqueued(self) -> int:
+        return len(self.sequences) - self.cursor
 
 
 @dataclass
@@ -68,7 +83,8 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._max_padding = max_padding
         self._workers = workers
-        self._queue: collections.deque[tuple[_Job, int]] = collections.deque()
+        #: Requests with sequences not yet in a batch, in arrival order.
+        self._jobs: list[_Job] = []
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,7 +113,7 @@ class MicroBatcher:
         """Finish what is queued, then stop."""
         if self._task is None:
             return
-        while self._queue:
+        while self._jobs:
             await asyncio.sleep(0.005)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -123,17 +139,27 @@ class MicroBatcher:
                 retry_after=1.0,
             )
         job = _Job(sequences, asyncio.get_running_loop().create_future(), pending=len(sequences))
-        for position in range(len(sequences)):
-            self._queue.append((job, position))
+        self._jobs.append(job)
         self._queued += len(sequences)
+        job.future.add_done_callback(lambda _: self._forget(job))
         self._wakeup.set()
         return await job.future
+
+    def _forget(self, job: _Job) -> None:
+        """A finished or abandoned request leaves the queue with what it had left in it."""
+        if job.unqueued:
+            self._queued -= job.unqueued
+            job.cursor = len(job.sequences)
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                pass
 
     async def _loop(self) -> None:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._jobs:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._slots.acquire()
@@ -151,7 +177,7 @@ class MicroBatcher:
     async def _gather_window(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let a batch fill for up to ``max_wait_s`` unless it is already full."""
         deadline = loop.time() + self.max_wait_s
-        while len(self._queue) < self.max_batch_size:
+        while self._queued < self.max_batch_size:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -162,22 +188,26 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[tuple[_Job, int]]:
-        """The oldest queued sequences; with idle workers, a fair share so all get work."""
-        share = -(-len(self._queue) // (self._idle_workers + 1))
+        """Sequences of the requests with the least left first; with idle workers, a fair
+        share of what is queued so all get work."""
+        share = -(-self._queued // (self._idle_workers + 1))
         limit = max(1, min(self.max_batch_size, share))
         batch: list[tuple[_Job, int]] = []
         tokens = 0
-        while self._queue and len(batch) < limit:
-            job, position = self._queue[0]
-            length = len(job.sequences[position])
-            if batch and tokens + length > self.max_batch_tokens:
+        for job in sorted(self._jobs, key=lambda j: j.unqueued):  # stable: arrival order among equals
+            while job.unqueued and len(batch) < limit:
+                position = job.cursor
+                length = len(job.sequences[position])
+                if batch and tokens + length > self.max_batch_tokens:
+                    break
+                job.cursor += 1
+                self._queued -= 1
+                batch.append((job, position))
+                tokens += length
+            if not job.unqueued:
+                self._jobs.remove(job)
+            if len(batch) >= limit or (batch and tokens >= self.max_batch_tokens):
                 break
-            self._queue.popleft()
-            self._queued -= 1
-            if job.future.done():
-                continue
-            batch.append((job, position))
-            tokens += length
         return batch
 
     def _sub_batches(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
@@ -207,6 +237,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             for group in self._sub_batches(batch):
+                group = [(job, position) for job, position in group if not job.future.done()]
+                if not group:
+                    continue
                 sequences = [job.sequences[position] for job, position in group]
                 try:
                     rows = await loop.run_in_executor(self._executor, self._run, sequences)

@@ -40,12 +40,20 @@ from providers.base import (
 from providers.options import Problems, Settings, choice, flag, number, text, whole
 from providers.local.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
 from providers.local.microbatch import MicroBatcher
+from providers.local.prefix import PrefixTokenizer
 
-__all__ = ["OnnxEmbedder", "OnnxProvider"]
+__all__ = ["OnnxEmbedder", "OnnxProvider", "small_enough_inline"]
 
 _POOLINGS = ("mean", "cls")
-#: Inputs tokenized on the event loop; larger requests are tokenized in a thread.
-_INLINE_TOKENIZE = 16
+#: Requests of at most this many inputs and characters (or token ids) in all are tokenized
+#: on the event loop; anything bigger is tokenized in a worker thread.
+_INLINE_INPUTS = 16
+_INLINE_SIZE = 16_384
+
+
+def small_enough_inline(inputs: Sequence[EmbedInput]) -> bool:
+    """Whether tokenizing ``inputs`` is cheap enough to do on the event loop."""
+    return len(inputs) <= _INLINE_INPUTS and sum(len(item) for item in inputs) <= _INLINE_SIZE
 
 
 class OnnxEmbedder:
@@ -74,6 +82,9 @@ class OnnxEmbedder:
         self.vocab_size = self._tokenizer.get_vocab_size()
         self._cls = self._special_id("[CLS]", "<s>")
         self._sep = self._special_id("[SEP]", "</s>")
+        #: Content ids kept per text: one more than fits the frame marks a text too long.
+        self.keep = max(1, max_tokens - 1)
+        self._prefix = PrefixTokenizer(self._tokenizer, self.keep)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
@@ -94,9 +105,10 @@ class OnnxEmbedder:
         raise BundledFileError(f"tokenizer has none of the special tokens {candidates}")
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Content ids (no special tokens, not truncated) for each text."""
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+        """Content ids (no special tokens) of each text, at most :attr:`keep` of them: as
+        many as the model can use plus one, read from a prefix of a long text
+        (:mod:`providers.local.prefix` says why that changes no result)."""
+        return self._prefix.ids(texts)
 
     def frame(self, content: Sequence[int]) -> npt.NDArray[np.int64]:
         """``[CLS] content [SEP]``, content cut so the whole fits ``max_tokens``."""
@@ -288,7 +300,8 @@ class OnnxProvider:
                     f"(0 to {self._embedder.vocab_size - 1})",
                     index=index,
                 )
-            content.append(self._prefix_ids[input_type] + list(item) if prefix and input_type else list(item))
+            ids = list(item[: self._embedder.keep])
+            content.append(self._prefix_ids[input_type] + ids if prefix and input_type else ids)
         return content
 
     def _frame_all(
@@ -300,8 +313,8 @@ class OnnxProvider:
             for index, ids in enumerate(content):
                 if len(ids) + 2 > limit:
                     raise InvalidInput(
-                        f"{INPUT} has {len(ids) + 2} tokens; this model takes at most "
-                        f"{limit} (send truncate: true to cut it instead)",
+                        f"{INPUT} has more than {limit} tokens, the most this model "
+                        "takes (send truncate: true to cut it instead)",
                         index=index,
                     )
         framed = [self._embedder.frame(ids) for ids in content]
@@ -319,7 +332,7 @@ class OnnxProvider:
         if self._embedder is None or self._batcher is None:
             raise ProviderUnavailable(f"local model {self.name!r} is not loaded")
         truncate = options.extra_body.get("truncate", self.truncate)
-        if len(inputs) <= _INLINE_TOKENIZE:
+        if small_enough_inline(inputs):
             content = self._content_ids(inputs, options.input_type)
         else:
             content = await asyncio.to_thread(self._content_ids, inputs, options.input_type)
