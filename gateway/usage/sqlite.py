@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,8 +77,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def ledger_problem(url: str) -> str | None:
-    """Why ``serve`` could not open the ledger at ``url``, found without creating anything
-    (for ``check-config``); ``None`` when it looks usable."""
+    """Why ``serve`` could not open the ledger at ``url``, found without creating the ledger
+    (for ``check-config``: at most a temporary file, removed at once); ``None`` when it
+    looks usable."""
     try:
         path = ledger_path(url)
     except LedgerError as exc:
@@ -98,6 +100,9 @@ def ledger_problem(url: str) -> str | None:
     parent = path.parent
     if not parent.is_dir():
         return f"the folder {parent} does not exist"
-    if not os.access(parent, os.W_OK | os.X_OK):
+    try:  # a real write: permission bits say nothing to root, and nothing of read-only mounts
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
         return f"the folder {parent} cannot be written by this user (the ledger keeps journal files beside it)"
     return None
