@@ -8,13 +8,15 @@ request; the client asks for ``float``. With ``--accounting`` it also runs a sec
 with the usage ledger and metrics off and prints the ratio between the two.
 
     python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough]
-                             [--provider cohere]
+                             [--provider cohere|voyage|jina]
 
-``--provider cohere`` adds a fake Cohere upstream (``/v2/embed``, 1024 dimensions, the
-same width as the OpenAI-style one), a gateway alias in front of it and a pass-through to
-it (its clients send Cohere's own body), so the Cohere provider's ``gateway/passthrough``
-ratio is measured in the same rounds as the OpenAI-style provider's, and their quotient
-printed.
+``--provider NAME`` adds that provider's fake upstream (Cohere ``/v2/embed``, Voyage or Jina
+``/v1/embeddings``; a 1024-dimension model, the same width as the OpenAI-style one), a
+gateway alias in front of it and a pass-through to it (its clients send the provider's own
+body asking for JSON floats, as the OpenAI-style clients do), so that provider's
+``gateway/passthrough`` ratio is measured in the same rounds as the OpenAI-style
+provider's, and their quotient printed. The gateway asks Voyage and Jina for base64 floats
+and Cohere for JSON floats (its ``float`` type), which is what the quotient shows.
 
 Each figure is the median over rounds of a ratio (or difference) measured within one round,
 where the targets ran back to back (in reverse order every other round): on a shared
@@ -29,6 +31,8 @@ import contextlib
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +49,32 @@ PAYLOADS = {
 }
 
 
-COHERE_MODEL = "embed-english-v3.0"  # 1024 dimensions, like the OpenAI-style fake's
+@dataclass(frozen=True)
+class Provider:
+    """A provider measured beside the OpenAI-style one: its fake, a 1024-dimension model,
+    the path its API serves, what its base_url adds to the host, and its clients' body."""
+
+    fake: str
+    model: str
+    path: str
+    base_suffix: str
+    native_body: Callable[[str, list[str]], dict[str, Any]]
 
 
-def gateway_config(upstream: str, *, ledger: str, metrics: bool, cohere: str | None = None) -> dict[str, Any]:
+PROVIDERS: dict[str, Provider] = {
+    "cohere": Provider("fakes.cohere_upstream", "embed-english-v3.0", "/v2/embed", "",
+                       lambda model, texts: {"model": model, "texts": texts, "input_type": "search_document",
+                                             "embedding_types": ["float"]}),
+    "voyage": Provider("fakes.voyage_upstream", "voyage-3.5", "/v1/embeddings", "/v1",
+                       lambda model, texts: {"model": model, "input": texts}),
+    "jina": Provider("fakes.jina_upstream", "jina-embeddings-v3", "/v1/embeddings", "/v1",
+                     lambda model, texts: {"model": model, "input": texts, "embedding_type": "float",
+                                           "normalized": True}),
+}
+
+
+def gateway_config(upstream: str, *, ledger: str, metrics: bool,
+                   other: tuple[str, str] | None = None) -> dict[str, Any]:
     models: dict[str, Any] = {
         "fake": {
             "provider": "openai",
@@ -58,25 +84,26 @@ def gateway_config(upstream: str, *, ledger: str, metrics: bool, cohere: str | N
             "price_per_million_tokens": 0.02,
         }
     }
-    if cohere is not None:
-        models["cohere"] = {
-            "provider": "cohere",
-            "base_url": cohere,
-            "model": COHERE_MODEL,
-            "api_key": "co-bench",
+    if other is not None:
+        name, url = other
+        models[name] = {
+            "provider": name,
+            "base_url": url + PROVIDERS[name].base_suffix,
+            "model": PROVIDERS[name].model,
+            "api_key": "bench-key",
             "price_per_million_tokens": 0.1,
         }
     return {"server": {"metrics": metrics}, "usage": {"ledger": ledger}, "models": models}
 
 
 def request_body(target: str, texts: list[str]) -> bytes:
-    """What a client of that target sends: the gateway's API, or the upstream's own."""
+    """What a client of that target sends: the gateway's API, or the upstream's own
+    (targets of another provider end in ``-<provider>``)."""
+    other = next((name for name in PROVIDERS if target.endswith(f"-{name}")), None)
     if target.startswith("gateway"):
-        model = "cohere" if target.endswith("-cohere") else "fake"
-        return orjson.dumps({"model": model, "input": texts, "encoding_format": "float"})
-    if target.endswith("-cohere"):
-        return orjson.dumps({"model": COHERE_MODEL, "texts": texts, "input_type": "search_document",
-                             "embedding_types": ["float"]})
+        return orjson.dumps({"model": other or "fake", "input": texts, "encoding_format": "float"})
+    if other is not None:
+        return orjson.dumps(PROVIDERS[other].native_body(PROVIDERS[other].model, texts))
     return orjson.dumps({"model": "fake-embed", "input": texts, "encoding_format": "float"})
 
 
@@ -107,7 +134,7 @@ def main() -> None:
     parser.add_argument("--accounting", action="store_true", help="also compare ledger+metrics on and off")
     parser.add_argument("--client-passthrough", action="store_true",
                         help="also a pass-through that sends through httpx.AsyncClient (the usual httpx way)")
-    parser.add_argument("--provider", choices=["cohere"],
+    parser.add_argument("--provider", choices=sorted(PROVIDERS),
                         help="also measure this provider's gateway/passthrough beside the OpenAI-style one's")
     args = parser.parse_args()
 
@@ -124,22 +151,25 @@ def main() -> None:
                 [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", upstream, "--via-client"]
             ))
             targets["passthrough-asyncclient"] = f"{client_proxy}/v1/embeddings"
-        cohere = None
-        if args.provider == "cohere":
-            cohere = stack.enter_context(listening_process(
-                [sys.executable, "-m", "fakes.cohere_upstream", "--port", "0"], cwd=ROOT / "tests"
+        other: tuple[str, str] | None = None
+        provider = args.provider
+        if provider is not None:
+            spec = PROVIDERS[provider]
+            fake = stack.enter_context(listening_process(
+                [sys.executable, "-m", spec.fake, "--port", "0"], cwd=ROOT / "tests"
             ))
-            cohere_proxy = stack.enter_context(listening_process(
-                [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", cohere,
-                 "--path", "/v2/embed"]
+            other = (provider, fake)
+            proxy_other = stack.enter_context(listening_process(
+                [sys.executable, str(Path(__file__).with_name("passthrough.py")), "--upstream", fake,
+                 "--path", spec.path]
             ))
-            targets["passthrough-cohere"] = f"{cohere_proxy}/v2/embed"
+            targets[f"passthrough-{provider}"] = f"{proxy_other}{spec.path}"
         gateway = stack.enter_context(gateway_process(
-            gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True, cohere=cohere)
+            gateway_config(upstream, ledger=f"sqlite:///{folder}/usage.db", metrics=True, other=other)
         ))
         targets["gateway"] = f"{gateway}/v1/embeddings"
-        if cohere is not None:
-            targets["gateway-cohere"] = f"{gateway}/v1/embeddings"
+        if provider is not None:
+            targets[f"gateway-{provider}"] = f"{gateway}/v1/embeddings"
         if args.accounting:
             bare_gateway = stack.enter_context(gateway_process(gateway_config(upstream, ledger="off", metrics=False)))
             targets["gateway-no-accounting"] = f"{bare_gateway}/v1/embeddings"
@@ -188,15 +218,16 @@ def main() -> None:
         if args.accounting:
             on_off = per_round("gateway", "gateway-no-accounting", 32)
             ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")
-        if args.provider == "cohere":
-            cohere_ratio = per_round("gateway-cohere", "passthrough-cohere", 32)
+        if provider is not None:
+            other_ratio = per_round(f"gateway-{provider}", f"passthrough-{provider}", 32)
             quotient = statistics.median(
-                (g.rate / p.rate) / (gc.rate / pc.rate)
-                for g, p, gc, pc in zip(*(results[(label, t, 32)] for t in
-                                          ("gateway", "passthrough", "gateway-cohere", "passthrough-cohere")))
+                (go.rate / po.rate) / (g.rate / p.rate)
+                for g, p, go, po in zip(*(results[(label, t, 32)] for t in
+                                          ("gateway", "passthrough", f"gateway-{provider}",
+                                           f"passthrough-{provider}")))
             )
-            ratios.append(f"cohere gateway/passthrough ({label}) = {cohere_ratio:.2f}")
-            ratios.append(f"openai-style/cohere ratio ({label}) = {quotient:.2f}")
+            ratios.append(f"{provider} gateway/passthrough ({label}) = {other_ratio:.2f}")
+            ratios.append(f"{provider}/openai-style ratio ({label}) = {quotient:.2f}")
     print("\n" + "   ".join(ratios))
 
 

@@ -81,6 +81,11 @@ def test_voyage_limits_dtypes_and_input_type(servers: dict[str, RunningServer[An
                                                   "encoding_format": "base64"}).json()
         raw = base64.b64decode(query["data"][0]["embedding"])
         assert raw == msb_packed(typed_matrix(TEXTS, 512, "query"))[0].tobytes()
+        floats = http.post("/v1/embeddings", json={"model": "voyage-3.5", "input": TEXTS,
+                                                   "encoding_format": "base64"}).json()
+        # "A Base64-encoded NumPy array" of float32: little-endian bytes, 4 a dimension.
+        raw = base64.b64decode(floats["data"][1]["embedding"])
+        assert raw == fake_matrix(TEXTS, 1024)[1].astype("<f4").tobytes()
         too_many = http.post("/v1/embeddings", json={"model": "voyage-3.5", "input": ["x"] * 1001})
         assert too_many.status_code == 400 and "1000" in too_many.json()["detail"]
         tokens = http.post("/v1/embeddings", json={"model": "voyage-3-large", "input": ["w " * 30_000] * 5})
@@ -121,6 +126,8 @@ def test_jina_task_normalized_and_types(servers: dict[str, RunningServer[Any]]) 
         assert raw["usage"] == {"total_tokens": 3, "prompt_tokens": 3}
         packed = http.post("/v1/embeddings", json={**body, "normalized": True, "embedding_type": "ubinary"}).json()
         assert packed["data"][1]["embedding"] == msb_packed(want)[1].tolist()
+        encoded = http.post("/v1/embeddings", json={**body, "normalized": True, "embedding_type": "base64"}).json()
+        assert base64.b64decode(encoded["data"][0]["embedding"]) == want[0].astype("<f4").tobytes()
         bad_task = http.post("/v1/embeddings", json={**body, "task": "code.query"})
         assert bad_task.status_code == 400 and "code.query" in bad_task.json()["detail"]
 

@@ -31,6 +31,9 @@ def stack() -> Iterator[Stack]:
             "cohere-queries": alias("cohere", extra["cohere"], default_input_type="query"),
             # No task types on this older model: it ignores input_type, and says so.
             "gemini-legacy": alias("gemini", extra["gemini"], model="embedding-001"),
+            # The same upstreams asked for JSON numbers instead of base64.
+            "voyage-json": alias("voyage", extra["voyage"], encoding="float"),
+            "jina-json": alias("jina", extra["jina"], encoding="float"),
         }
 
     with retrieval_stack(more) as running:
@@ -92,10 +95,36 @@ def _check_what_was_asked(provider: str, sent: dict[str, Any], encoding: str, di
         assert sent.get("output_dtype") == ("ubinary" if encoding == "base64_binary" else None)
         assert sent.get("output_dimension") == (512 if dims else None) and sent["encoding_format"] == "base64"
     elif provider == "jina":
-        assert sent["embedding_type"] == ("ubinary" if encoding == "base64_binary" else "float")
+        assert sent["embedding_type"] == ("ubinary" if encoding == "base64_binary" else "base64")
         assert sent.get("dimensions") == dims and sent["normalized"] is True
     else:
         assert {r.get("outputDimensionality") for r in sent["requests"]} == {dims}
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["full", "matryoshka"])
+@pytest.mark.parametrize("encoding", ["float", "base64_binary"])
+@pytest.mark.parametrize("provider", ["voyage", "jina"])
+def test_base64_answers_decode_to_the_same_vectors_as_json_numbers(
+        gw: Stack, http: httpx.Client, provider: str, encoding: str, sized: bool) -> None:
+    case = CASES[provider]
+    body: dict[str, Any] = {"input": TEXTS, "encoding_format": encoding, "input_type": "document"}
+    if sized:
+        body["dimensions"] = case.smaller
+    got = {}
+    for name in (provider, f"{provider}-json"):
+        response = http.post("/v1/embeddings", json={**body, "model": name})
+        assert response.status_code == 200, response.text
+        got[name] = [d["embedding"] for d in response.json()["data"]]
+    assert got[provider] == got[f"{provider}-json"]
+    check_vectors(encoding, got[provider], case.expected(TEXTS, case.smaller if sized else None, case.document),
+                  exact=True)
+    as_base64, as_json = case.calls(gw)
+    if provider == "voyage":
+        assert as_base64.json["encoding_format"] == "base64" and "encoding_format" not in as_json.json
+    else:
+        floats = "base64" if encoding == "float" else "ubinary"
+        assert (as_base64.json["embedding_type"], as_json.json["embedding_type"]) == (
+            floats, "float" if encoding == "float" else "ubinary")
 
 
 @pytest.mark.parametrize("provider", list(CASES))

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from providers.upstream.wire import malformed
+from providers.upstream.wire import decode_rows, malformed
 
-__all__ = ["byte_rows", "cut", "lsb_first", "normalised", "size_to_ask"]
+__all__ = ["byte_rows", "cut", "lsb_first", "normalised", "packed_rows", "size_to_ask"]
 
 _REVERSED = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
 
@@ -82,3 +82,12 @@ def byte_rows(values: Any, width: int, *, where: str) -> npt.NDArray[np.uint8]:
     if matrix.size and (matrix.min() < 0 or matrix.max() > 255):
         raise malformed(where, "the packed embeddings hold values outside 0..255")
     return matrix.astype(np.uint8)
+
+
+def packed_rows(values: Any, width: int, *, where: str) -> npt.NDArray[np.uint8]:
+    """An ``ubinary`` answer as a uint8 matrix of ``width`` bytes a row, whether its rows
+    came as base64 strings (Voyage with ``encoding_format: base64``) or JSON integers."""
+    if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+        rows: npt.NDArray[np.uint8] = decode_rows(values, "binary", width=width, where=where)
+        return rows
+    return byte_rows(values, width, where=where)

@@ -7,8 +7,17 @@ API reference: https://docs.voyageai.com/reference/embeddings-api (``POST /v1/em
 ``Authorization: Bearer <api_key>``. Text only, at most **1,000 texts a call** and, per
 call, at most the model's token cap (1M for voyage-4-lite / voyage-3.5-lite; 320K for
 voyage-4, voyage-3.5, voyage-2; 120K for voyage-4-large, voyage-3-large, voyage-code-3,
-voyage-finance-2, voyage-law-2); the gateway splits larger requests. Vectors are asked for
-as base64 (``encoding_format: base64``), smaller and faster to read than JSON numbers.
+voyage-finance-2, voyage-law-2); the gateway splits larger requests.
+
+Vectors are asked for as base64 (``encoding_format: base64``): the reference says the
+string is "a Base64-encoded NumPy array" of ``numpy.float32`` for ``output_dtype: float``
+and of ``numpy.uint8`` for ``ubinary`` (``numpy.int8`` for ``int8`` / ``binary``), and
+Voyage's own SDK (voyageai-python, ``util.decode_base64_embedding``) reads it with
+``np.frombuffer(base64.b64decode(s), np.float32)``: little-endian float32, as the wire
+helpers decode it. It is smaller than JSON numbers and far faster to read (the SDK asks for
+it by default "for performance"). The deployment option ``encoding: float`` asks for JSON
+numbers instead, for a Voyage-compatible server without base64; answers in either form are
+read whichever was asked.
 
 What it maps:
 
@@ -38,9 +47,9 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions, NativeEncoding
-from providers.options import COMMON_UPSTREAM_OPTIONS, Settings
+from providers.options import COMMON_UPSTREAM_OPTIONS, Settings, choice
 from providers.upstream.base import Answer, UpstreamProvider
-from providers.upstream.typed import cut, lsb_first, size_to_ask
+from providers.upstream.typed import cut, lsb_first, packed_rows, size_to_ask
 from providers.upstream.wire import decode_rows, ordered_items, read_usage
 
 __all__ = ["DEFAULT_BASE_URL", "VOYAGE_MODELS", "VoyageModel", "VoyageProvider"]
@@ -88,7 +97,11 @@ class VoyageProvider(UpstreamProvider):
     known_dimensions = {name: model.dimensions for name, model in VOYAGE_MODELS.items()}
     reserved = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
     settings = Settings(
-        options=dict(COMMON_UPSTREAM_OPTIONS),
+        options={
+            **COMMON_UPSTREAM_OPTIONS,
+            "encoding": choice("base64", "float", default="base64",
+                               doc="base64: encoding_format base64 (default); float: JSON numbers"),
+        },
         model="required",
         model_message="the voyage provider needs a model, e.g. voyage-3.5",
         input_type=True,
@@ -97,6 +110,7 @@ class VoyageProvider(UpstreamProvider):
     def setup(self) -> None:
         self.facts = VOYAGE_MODELS.get(self.model)
         self.sizes = self.facts.sizes if self.facts else ()
+        self.base64 = self.option("encoding") == "base64"
 
     def declare(self) -> Capabilities:
         capabilities = super().declare()
@@ -127,7 +141,8 @@ class VoyageProvider(UpstreamProvider):
             body["output_dimension"] = size
         if options.encoding == "binary":
             body["output_dtype"] = "ubinary"
-        body["encoding_format"] = "base64"
+        if self.base64:
+            body["encoding_format"] = "base64"
         return body
 
     def read(self, payload: dict[str, Any], inputs: Sequence[EmbedInput], options: EmbedOptions) -> Answer:
@@ -137,7 +152,7 @@ class VoyageProvider(UpstreamProvider):
         dimensions = options.dimensions or self.width
         size = size_to_ask(options.dimensions, self.sizes) or dimensions
         if options.encoding == "binary":
-            packed = decode_rows(values, "binary", width=-(-size // 8), where=self.where)
+            packed = packed_rows(values, -(-size // 8), where=self.where)
             vectors = cut(lsb_first(packed), dimensions, binary=True)
             return Answer(vectors=vectors, encoding="binary", dimensions=dimensions, prompt_tokens=usage.prompt_tokens)
         floats = decode_rows(values, "float", width=size or None, where=self.where)
