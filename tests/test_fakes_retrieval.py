@@ -12,12 +12,14 @@ import httpx
 import numpy as np
 import pytest
 
+from providers.upstream.typed import lsb_first
+
 from fakes.cohere_upstream import CohereUpstream
 from fakes.gemini_upstream import GeminiUpstream
 from fakes.jina_upstream import UNNORMALISED_SCALE, JinaUpstream
 from fakes.server import RunningServer, run_in_thread
-from fakes.typed_outputs import provider_int8
-from fakes.vectors import fake_matrix, msb_packed, typed_matrix
+from fakes.typed_outputs import provider_int8, typed_rows
+from fakes.vectors import binary_of, fake_matrix, msb_packed, typed_matrix
 from fakes.voyage_upstream import VoyageUpstream
 
 KEY = "k-test"
@@ -154,3 +156,16 @@ def test_faults_answer_in_the_providers_shape(servers: dict[str, RunningServer[A
             name, lambda a: a["data"])(short)
         assert len(rows) == 1
         assert server.app.log.last.json == body
+
+
+def test_packed_bits_follow_voyages_published_example() -> None:
+    # docs.voyageai.com/docs/flexible-dimensions-and-quantization: these eight values give
+    # bits 0,1,0,0,1,1,0,1 (zero and below -> 0), packed leftmost bit most significant:
+    # ubinary 77, binary 77 - 128 = -51. Cohere's and Jina's clients unpack the same way.
+    values = np.array([[-0.03955078, 0.006214142, -0.07446289, -0.039001465, 0.0046463013, 0.00030612946,
+                        -0.08496094, 0.03994751]], dtype=np.float32)
+    assert msb_packed(values).tolist() == [[77]]
+    assert typed_rows(values, "ubinary") == [[77]] and typed_rows(values, "binary") == [[-51]]
+    assert msb_packed(np.zeros((1, 8), dtype=np.float32)).tolist() == [[0]]
+    # Re-packed for the gateway: the same bits, least significant first (0b10110010).
+    assert lsb_first(msb_packed(values)).tolist() == [[0b10110010]] == binary_of(values).tolist()

@@ -20,7 +20,10 @@ What it maps:
     dimensions, re-normalised (embed-v4.0 is a Matryoshka model).
 encodings
     ``base64_binary`` asks for ``ubinary`` and re-packs its bits least significant bit
-    first (``providers.upstream.typed``). ``base64_int8`` asks for floats: Cohere's
+    first (``providers.upstream.typed``). Cohere's ``ubinary`` is most significant bit
+    first with a set bit for a positive value: its own docs
+    (https://docs.cohere.com/docs/embeddings, "Compression Levels") unpack it with
+    ``np.unpackbits`` and map bits to ``2 * bit - 1``. ``base64_int8`` asks for floats: Cohere's
     ``int8`` is scaled by a calibrated range, not the gateway's per-vector maximum.
 usage
     ``meta.billed_units.input_tokens``, as billed.

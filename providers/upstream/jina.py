@@ -22,7 +22,9 @@ What it maps:
 encodings
     ``base64_binary`` asks for ``embedding_type: ubinary`` (JSON integers: Jina's
     ``embedding_type`` takes one type, and ``base64`` is the float one) and re-packs its
-    bits least significant bit first (``providers.upstream.typed``). Floats are asked for
+    bits least significant bit first (``providers.upstream.typed``). Jina publishes no
+    packing example; clients (LlamaIndex's Jina integration) unpack its ``ubinary`` with
+    ``np.unpackbits``, most significant bit first, as Voyage and Cohere pack theirs. Floats are asked for
     as ``embedding_type: base64``: each embedding is a base64 string of the float32 values,
     little-endian (clients read it with ``np.frombuffer(..., dtype=np.float32)``, e.g.
     tensorchord/vechord's Jina client), smaller and far faster to read than JSON numbers.

@@ -3,11 +3,25 @@
 Two things differ between those providers and the gateway's own encodings (README,
 "Encodings, exactly"):
 
-* **Bit order.** Their ``ubinary`` packs one bit a dimension (1 where the value is
-  positive) most significant bit first, as ``numpy.packbits`` does by default; the
-  gateway's ``base64_binary`` packs least significant bit first. :func:`lsb_first`
-  reverses the bits of each byte (a 256-entry table), so the same bits come out in the
-  gateway's order. (Their ``binary`` is the same bytes minus 128: "offset binary".)
+* **Bit order.** Their ``ubinary`` packs one bit a dimension, 1 where the value is
+  positive (0 for zero and below), most significant bit first, as ``numpy.packbits`` does
+  by default; the gateway's ``base64_binary`` has the same bits packed least significant
+  bit first. :func:`lsb_first` reverses the bits of each byte (a 256-entry table), so the
+  same bits come out in the gateway's order. (Their ``binary`` is the same bytes minus
+  128: "offset binary".) Checked against each provider (2026-12):
+
+  - Voyage, https://docs.voyageai.com/docs/flexible-dimensions-and-quantization: "values
+    less than or equal to zero will be quantized to a binary zero, and positive values to
+    a binary one", eight bits "packed into a single 8-bit integer ... with the leftmost
+    bit as the most significant bit" (its example: 0,1,0,0,1,1,0,1 -> ``ubinary`` 77,
+    ``binary`` 77 - 128 = -51); its own example code packs with ``np.packbits(v > 0)``.
+  - Cohere, https://docs.cohere.com/docs/embeddings ("Compression Levels", "A Note on
+    Bits and Bytes"): unpacks ``ubinary`` with ``np.unpackbits`` (most significant bit
+    first) and maps a set bit to +1, a clear one to -1 (``2 * bits - 1``).
+  - Jina, https://jina.ai/embeddings/ (``embedding_type: ubinary``) publishes no packing
+    example; LlamaIndex's Jina integration (llama-index-embeddings-jinaai) unpacks its
+    ``ubinary`` with ``np.unpackbits`` (most significant bit first) and its ``binary``
+    as ``value + 128``, the same scheme as Voyage's and Cohere's.
 * **Matryoshka sizes.** Cohere and Voyage take only a few ``output_dimension`` values.
   :func:`size_to_ask` picks the smallest one at least as large as the size wanted and
   :func:`cut` keeps the leading dimensions (re-normalised), which for a Matryoshka model

@@ -30,7 +30,10 @@ What it maps:
     between is served from the next size up, cut and re-normalised (Matryoshka).
 encodings
     On those same models ``base64_binary`` asks for ``output_dtype: ubinary`` and re-packs
-    the bits least significant bit first (``providers.upstream.typed``). ``base64_int8``
+    the bits least significant bit first (``providers.upstream.typed``). Voyage documents
+    its packing (https://docs.voyageai.com/docs/flexible-dimensions-and-quantization):
+    a bit is 1 for a positive value, 0 for zero or below, eight to a byte "with the
+    leftmost bit as the most significant bit" (0,1,0,0,1,1,0,1 -> 77). ``base64_int8``
     asks for floats: Voyage's ``int8`` is not the gateway's per-vector scaling.
 usage
     ``usage.total_tokens``.

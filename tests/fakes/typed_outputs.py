@@ -8,7 +8,9 @@ Typed outputs, from one float32 matrix ``m`` (rows L2-normalised):
               NOT the gateway's per-vector max-abs int8, so a gateway that passed it
               through as ``base64_int8`` would be caught
     uint8     ``provider_int8(m) + 128``
-    ubinary   ``msb_packed(m)``: one bit a dimension, most significant bit first
+    ubinary   ``msb_packed(m)``: one bit a dimension (1 where positive), most significant
+              bit first, as Voyage documents it and Cohere's and Jina's clients unpack it
+              (sources in ``providers.upstream.typed``)
     binary    the same bytes as signed int8 (``ubinary - 128``, "offset binary")
     base64    base64 of the floats as little-endian float32
 """
