@@ -42,34 +42,18 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions
+from providers.catalog import KnownModel, models, widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Settings, choice
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.typed import byte_rows, cut, lsb_first, size_to_ask
 from providers.upstream.wire import decode_rows, malformed
 
-__all__ = ["COHERE_MODELS", "CohereModel", "CohereProvider", "DEFAULT_BASE_URL"]
+__all__ = ["CohereProvider", "DEFAULT_BASE_URL"]
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 MAX_TEXTS = 96
-
-
-@dataclasses.dataclass(frozen=True)
-class CohereModel:
-    """A Cohere embedding model: width, ``output_dimension`` sizes, tokens a text and a call."""
-
-    dimensions: int
-    sizes: tuple[int, ...] = ()
-    context: int = 512
-    request_tokens: int = MAX_TEXTS * 512
-
-
-COHERE_MODELS: Mapping[str, CohereModel] = {
-    "embed-v4.0": CohereModel(1536, (256, 512, 1024, 1536), 128_000, 128_000),
-    "embed-english-v3.0": CohereModel(1024),
-    "embed-multilingual-v3.0": CohereModel(1024),
-    "embed-english-light-v3.0": CohereModel(384),
-    "embed-multilingual-light-v3.0": CohereModel(384),
-}
+#: Widths, token caps and ``output_dimension`` sizes per model: ``providers.catalog``.
+MODELS: Mapping[str, KnownModel] = models("cohere")
 INPUT_TYPES = {"query": "search_query", "document": "search_document"}
 
 
@@ -83,7 +67,7 @@ class CohereProvider(UpstreamProvider):
     max_input_tokens = 512
     max_request_tokens = MAX_TEXTS * 512
     native_encodings = frozenset({"float", "binary"})
-    known_dimensions = {name: model.dimensions for name, model in COHERE_MODELS.items()}
+    known_dimensions = widths("cohere")
     reserved = frozenset({"model", "texts", "embedding_types", "output_dimension"})
     settings = Settings(
         options={
@@ -100,7 +84,8 @@ class CohereProvider(UpstreamProvider):
     )
 
     def setup(self) -> None:
-        self.facts = COHERE_MODELS.get(self.model)
+        self.facts = MODELS.get(self.model)
+        self.sizes = self.facts.output_sizes if self.facts else ()
 
     def declare(self) -> Capabilities:
         capabilities = super().declare()
@@ -108,13 +93,12 @@ class CohereProvider(UpstreamProvider):
             return capabilities
         facts = self.facts
         return dataclasses.replace(
-            capabilities, max_input_tokens=facts.context, max_request_tokens=facts.request_tokens
+            capabilities, max_input_tokens=facts.max_input_tokens,
+            max_request_tokens=facts.max_request_tokens or self.max_request_tokens,
         )
 
     def native_dimensions(self, width: int) -> tuple[int, int] | None:
-        if self.facts is None or not self.facts.sizes:
-            return None
-        return (min(self.facts.sizes), max(self.facts.sizes))
+        return (min(self.sizes), max(self.sizes)) if self.sizes else None
 
     def path(self, options: EmbedOptions) -> str:
         return "/v2/embed"
@@ -128,7 +112,7 @@ class CohereProvider(UpstreamProvider):
         elif "input_type" not in body:
             body["input_type"] = self.option("cohere_input_type")
         body["embedding_types"] = ["ubinary" if options.encoding == "binary" else "float"]
-        size = size_to_ask(options.dimensions, self.facts.sizes if self.facts else ())
+        size = size_to_ask(options.dimensions, self.sizes)
         if size is not None:
             body["output_dimension"] = size
         return body
@@ -143,7 +127,7 @@ class CohereProvider(UpstreamProvider):
         if len(rows) != len(inputs):
             raise malformed(self.where, f"embeddings.{kind} holds {len(rows)} items, expected {len(inputs)}")
         dimensions = options.dimensions or self.width
-        size = size_to_ask(options.dimensions, self.facts.sizes if self.facts else ()) or dimensions
+        size = size_to_ask(options.dimensions, self.sizes) or dimensions
         if binary:
             if not dimensions:
                 raise malformed(self.where, "binary vectors were asked for before the width was known")

@@ -41,34 +41,21 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions
-from providers.catalog import known
+from providers.catalog import KnownModel, models, widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Settings
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.typed import normalised
 from providers.upstream.wire import decode_rows, malformed
 
-__all__ = ["DEFAULT_BASE_URL", "GEMINI_MODELS", "GeminiModel", "GeminiProvider"]
+__all__ = ["DEFAULT_BASE_URL", "GeminiProvider"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 MAX_REQUESTS = 100
 MAX_INPUT_TOKENS = 2048
 TASK_TYPES = {"query": "RETRIEVAL_QUERY", "document": "RETRIEVAL_DOCUMENT"}
-
-
-@dataclasses.dataclass(frozen=True)
-class GeminiModel:
-    """A Gemini embedding model: width, and whether it takes ``taskType`` and
-    ``outputDimensionality`` (embedding-001 takes neither)."""
-
-    dimensions: int
-    flexible: bool = True
-
-
-GEMINI_MODELS: Mapping[str, GeminiModel] = {
-    "gemini-embedding-001": GeminiModel(3072),
-    "text-embedding-004": GeminiModel(768),
-    "embedding-001": GeminiModel(768, flexible=False),
-}
+#: Widths, ``outputDimensionality`` ranges and whether a model takes ``taskType`` (the old
+#: embedding-001 takes neither): ``providers.catalog``.
+MODELS: Mapping[str, KnownModel] = models("gemini")
 
 
 class GeminiProvider(UpstreamProvider):
@@ -81,7 +68,7 @@ class GeminiProvider(UpstreamProvider):
     max_inputs = MAX_REQUESTS
     max_input_tokens = MAX_INPUT_TOKENS
     max_request_tokens = MAX_REQUESTS * MAX_INPUT_TOKENS
-    known_dimensions = {name: model.dimensions for name, model in GEMINI_MODELS.items()}
+    known_dimensions = widths("gemini")
     reserved = frozenset({"model", "content", "outputDimensionality"})
     settings = Settings(
         options=dict(COMMON_UPSTREAM_OPTIONS),
@@ -91,26 +78,29 @@ class GeminiProvider(UpstreamProvider):
     )
 
     def setup(self) -> None:
-        facts = GEMINI_MODELS.get(self.model)
-        self.flexible = facts.flexible if facts else True
+        self.facts = MODELS.get(self.model)
+        self.tasks = self.facts.task_types if self.facts else True
         self._path = f"/v1beta/models/{self.model}:batchEmbedContents"
         self._resource = f"models/{self.model}"
 
     def declare(self) -> Capabilities:
-        return dataclasses.replace(super().declare(), input_type=self.flexible)
+        capabilities = dataclasses.replace(super().declare(), input_type=self.tasks)
+        if self.facts is None:
+            return capabilities
+        return dataclasses.replace(capabilities, max_input_tokens=self.facts.max_input_tokens)
 
     def native_dimensions(self, width: int) -> tuple[int, int] | None:
-        if not self.flexible or not width:
-            return None
-        entry = known("gemini", self.model)
-        return entry.native_dimensions if entry and entry.native_dimensions else (1, width)
+        if self.facts is not None:
+            return self.facts.native_dimensions
+        # A model this gateway does not know: any size up to its width, once known.
+        return (1, width) if width else None
 
     def path(self, options: EmbedOptions) -> str:
         return self._path
 
     def body(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> dict[str, Any]:
         common = self.base_body(options)
-        if options.input_type is not None and self.flexible:
+        if options.input_type is not None and self.tasks:
             common["taskType"] = TASK_TYPES[options.input_type]
         if options.dimensions is not None:
             common["outputDimensionality"] = options.dimensions

@@ -46,32 +46,19 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions
+from providers.catalog import KnownModel, models, widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Settings, choice
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.typed import lsb_first, packed_rows
 from providers.upstream.wire import decode_rows, ordered_items, read_usage
 
-__all__ = ["DEFAULT_BASE_URL", "JINA_MODELS", "JinaModel", "JinaProvider"]
+__all__ = ["DEFAULT_BASE_URL", "JinaProvider"]
 
 DEFAULT_BASE_URL = "https://api.jina.ai/v1"
 TASKS = {"query": "retrieval.query", "document": "retrieval.passage"}
-
-
-@dataclasses.dataclass(frozen=True)
-class JinaModel:
-    """A Jina model: width, ``dimensions`` range (None: fixed), task adapters, context."""
-
-    dimensions: int
-    sizes: tuple[int, int] | None
-    tasks: bool
-    context: int
-
-
-JINA_MODELS: Mapping[str, JinaModel] = {
-    "jina-embeddings-v3": JinaModel(1024, (32, 1024), True, 8192),
-    "jina-embeddings-v4": JinaModel(2048, (128, 2048), True, 32_768),
-    "jina-embeddings-v2-base-en": JinaModel(768, None, False, 8192),
-}
+#: Widths, ``dimensions`` ranges (None: fixed), task adapters and context per model:
+#: ``providers.catalog``.
+MODELS: Mapping[str, KnownModel] = models("jina")
 
 
 class JinaProvider(UpstreamProvider):
@@ -84,7 +71,7 @@ class JinaProvider(UpstreamProvider):
     max_input_tokens = 8192
     max_request_tokens = 300_000
     native_encodings = frozenset({"float", "binary"})
-    known_dimensions = {name: model.dimensions for name, model in JINA_MODELS.items()}
+    known_dimensions = widths("jina")
     reserved = frozenset({"model", "input", "dimensions", "embedding_type", "normalized"})
     settings = Settings(
         options={**COMMON_UPSTREAM_OPTIONS, "encoding": choice(
@@ -96,17 +83,18 @@ class JinaProvider(UpstreamProvider):
     )
 
     def setup(self) -> None:
-        self.facts = JINA_MODELS.get(self.model)
+        self.facts = MODELS.get(self.model)
         self.float_type: str = self.option("encoding")
 
     def declare(self) -> Capabilities:
         capabilities = super().declare()
         if self.facts is None:
             return capabilities
-        return dataclasses.replace(capabilities, max_input_tokens=self.facts.context, input_type=self.facts.tasks)
+        return dataclasses.replace(capabilities, max_input_tokens=self.facts.max_input_tokens,
+                                   input_type=self.facts.task_types)
 
     def native_dimensions(self, width: int) -> tuple[int, int] | None:
-        return self.facts.sizes if self.facts else None
+        return self.facts.native_dimensions if self.facts else None
 
     def path(self, options: EmbedOptions) -> str:
         return "/embeddings"
@@ -115,7 +103,7 @@ class JinaProvider(UpstreamProvider):
         body = self.base_body(options)
         body["model"] = self.model
         body["input"] = inputs if isinstance(inputs, list) else list(inputs)
-        if options.input_type is not None and (self.facts is None or self.facts.tasks):
+        if options.input_type is not None and (self.facts is None or self.facts.task_types):
             body["task"] = TASKS[options.input_type]
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions

@@ -50,41 +50,19 @@ from collections.abc import Mapping
 from typing import Any, Sequence
 
 from providers.base import Capabilities, EmbedInput, EmbedOptions, NativeEncoding
+from providers.catalog import KnownModel, models, widths
 from providers.options import COMMON_UPSTREAM_OPTIONS, Settings, choice
 from providers.upstream.base import Answer, UpstreamProvider
 from providers.upstream.typed import cut, lsb_first, packed_rows, size_to_ask
 from providers.upstream.wire import decode_rows, ordered_items, read_usage
 
-__all__ = ["DEFAULT_BASE_URL", "VOYAGE_MODELS", "VoyageModel", "VoyageProvider"]
+__all__ = ["DEFAULT_BASE_URL", "VoyageProvider"]
 
 DEFAULT_BASE_URL = "https://api.voyageai.com/v1"
 MAX_TEXTS = 1000
-FLEXIBLE = (256, 512, 1024, 2048)
-
-
-@dataclasses.dataclass(frozen=True)
-class VoyageModel:
-    """A Voyage model: default width, ``output_dimension`` sizes (empty: fixed width and
-    float only), tokens a text, tokens a call."""
-
-    dimensions: int
-    sizes: tuple[int, ...]
-    context: int
-    request_tokens: int
-
-
-VOYAGE_MODELS: Mapping[str, VoyageModel] = {
-    "voyage-4-large": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
-    "voyage-4": VoyageModel(1024, FLEXIBLE, 32_000, 320_000),
-    "voyage-4-lite": VoyageModel(1024, FLEXIBLE, 32_000, 1_000_000),
-    "voyage-3-large": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
-    "voyage-3.5": VoyageModel(1024, FLEXIBLE, 32_000, 320_000),
-    "voyage-3.5-lite": VoyageModel(1024, FLEXIBLE, 32_000, 1_000_000),
-    "voyage-code-3": VoyageModel(1024, FLEXIBLE, 32_000, 120_000),
-    "voyage-finance-2": VoyageModel(1024, (), 32_000, 120_000),
-    "voyage-law-2": VoyageModel(1024, (), 16_000, 120_000),
-    "voyage-2": VoyageModel(1024, (), 4_000, 320_000),
-}
+#: Widths, tokens a text and a call, ``output_dimension`` sizes (none: a fixed width and
+#: float only) per model: ``providers.catalog``.
+MODELS: Mapping[str, KnownModel] = models("voyage")
 
 
 class VoyageProvider(UpstreamProvider):
@@ -97,7 +75,7 @@ class VoyageProvider(UpstreamProvider):
     # For a model this module does not know: the strictest published caps.
     max_input_tokens = 4_000
     max_request_tokens = 120_000
-    known_dimensions = {name: model.dimensions for name, model in VOYAGE_MODELS.items()}
+    known_dimensions = widths("voyage")
     reserved = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
     settings = Settings(
         options={
@@ -111,8 +89,8 @@ class VoyageProvider(UpstreamProvider):
     )
 
     def setup(self) -> None:
-        self.facts = VOYAGE_MODELS.get(self.model)
-        self.sizes = self.facts.sizes if self.facts else ()
+        self.facts = MODELS.get(self.model)
+        self.sizes = self.facts.output_sizes if self.facts else ()
         self.base64 = self.option("encoding") == "base64"
 
     def declare(self) -> Capabilities:
@@ -122,8 +100,8 @@ class VoyageProvider(UpstreamProvider):
         encodings: frozenset[NativeEncoding] = frozenset({"float", "binary"} if self.sizes else {"float"})
         return dataclasses.replace(
             capabilities,
-            max_input_tokens=self.facts.context,
-            max_request_tokens=self.facts.request_tokens,
+            max_input_tokens=self.facts.max_input_tokens,
+            max_request_tokens=self.facts.max_request_tokens or self.max_request_tokens,
             native_encodings=encodings,
         )
 
