@@ -13,8 +13,8 @@ Vectors are asked for as base64 (``encoding_format: base64``): the reference say
 string is "a Base64-encoded NumPy array" of ``numpy.float32`` for ``output_dtype: float``
 and of ``numpy.uint8`` for ``ubinary`` (``numpy.int8`` for ``int8`` / ``binary``), and
 Voyage's own SDK (voyageai-python, ``util.decode_base64_embedding``) reads it with
-``np.frombuffer(base64.b64decode(s), np.float32)``: little-endian float32, as the wire
-helpers decode it. It is smaller than JSON numbers and far faster to read (the SDK asks for
+``np.frombuffer(base64.b64decode(s), np.float32)``: numpy's native float32, which is
+little-endian on the machines that write and read it, as the wire helpers decode it. It is smaller than JSON numbers and far faster to read (the SDK asks for
 it by default "for performance"). The deployment option ``encoding: float`` asks for JSON
 numbers instead, for a Voyage-compatible server without base64; answers in either form are
 read whichever was asked.
