@@ -29,7 +29,7 @@ from gateway.usage.metrics import Metrics
 from gateway.usage.workers import WorkerMetrics
 from providers.local.microbatch import MicroBatcher
 
-__all__ = ["GatewayApp", "SharedParts", "create_app"]
+__all__ = ["GatewayApp", "SharedParts", "create_app", "server_options"]
 
 logger = logging.getLogger("gateway")
 
@@ -50,6 +50,16 @@ def _watch_batcher(name: str, batcher: MicroBatcher, metrics: Metrics) -> None:
 
     metrics.watch_queue_depth(name, lambda: batcher.queue_depth)
     batcher.on_batch = observe
+
+
+def server_options(config: GatewayConfig) -> dict[str, Any]:
+    """What uvicorn needs besides the app, for ``uvicorn.Config(app, **options)``: the HTTP
+    protocol that holds connections to ``server``'s limits (:mod:`gateway.http.connections`;
+    :func:`create_app` sets their values in each process) and uvicorn's own idle keep-alive
+    timeout. Raises this process's open-file limit to what ``max_connections`` needs (each
+    worker process holds its own connections)."""
+    connections.raise_fd_limit(config.server.max_connections)
+    return {"http": connections.GuardedProtocol, "timeout_keep_alive": config.server.keepalive_timeout_s}
 
 
 def create_app(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import GatewayConfig, load_config, redact_url
-from gateway.http.connections import GuardedProtocol, raise_fd_limit
 from gateway.usage.workers import METRICS_DIR_ENV
 
 __all__ = ["run", "startup_line", "worker_app"]
@@ -48,19 +47,16 @@ def run(config: GatewayConfig, *, host: str, port: int, workers: int, log_level:
     """Serves until SIGTERM or SIGINT."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import create_app, server_options
 
     options = dict(
         host=host, port=port, log_level=log_level.lower(), access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, log_config=None,
-        # Header and body timeouts and max_connections (gateway.http.connections; the app
-        # sets their values in each process), and uvicorn's own idle keep-alive timeout.
-        http=GuardedProtocol, timeout_keep_alive=config.server.keepalive_timeout_s,
+        **server_options(config),  # connection limits and keep-alive (gateway.app says which)
     )
-    raise_fd_limit(config.server.max_connections)  # per process: each worker holds its own
     if workers == 1:
         app = create_app(config, log_format=log_format)
-        uvicorn.Server(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
         return
     if config.source is None:
         raise ValueError("several workers need a config file: each worker loads it")
@@ -72,7 +68,7 @@ def run(config: GatewayConfig, *, host: str, port: int, workers: int, log_level:
         METRICS_DIR_ENV: metrics_dir,
     })
     try:
-        uvicorn.run("gateway.server:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.server:worker_app", factory=True, workers=workers, **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
