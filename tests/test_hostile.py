@@ -239,3 +239,73 @@ def test_the_log_has_no_forged_lines(gateway: tuple[str, Path, Any]) -> None:
     assert any("\\nGET /forged" in line for line in lines)
     assert not any(" 500 " in line or "status=500" in line for line in lines)
     assert "m" * 300 not in err
+
+
+def _healthz_on(sock: socket.socket) -> bytes:
+    """One keep-alive ``GET /healthz`` on ``sock``: the answer's head and body as received."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_connections_past_max_connections_are_refused_at_once(tmp_path: Path) -> None:
+    """Connections past ``server.max_connections`` get a 503 written on accept, before the
+    server reads a byte of theirs; fresh connections within the limit still answer /healthz,
+    and once one held connection closes a new one is served again."""
+    limit = 6
+    config = write_config(tmp_path / "gateway.yaml", {
+        "server": {"max_connections": limit, "header_timeout_s": 120, "keepalive_timeout_s": 120},
+        "usage": {"ledger": "off"},
+        "models": {"mini": LOCAL},
+    })
+    with serve(config) as (_, base):
+        held: list[socket.socket] = []
+        refused = b""
+        try:
+            for _ in range(limit + 5):  # a few spare for the readiness probe's connection closing late
+                sock = raw_socket(base)
+                answer = _healthz_on(sock)
+                if answer.startswith(b"HTTP/1.1 200"):
+                    held.append(sock)  # kept open: it counts against the limit
+                    continue
+                refused = answer
+                try:  # then closed: at once (EOF), or reset since our request was never read
+                    assert sock.recv(65536) == b""
+                except ConnectionResetError:
+                    pass
+                sock.close()
+                break
+            # Every connection within the limit answered /healthz while the others were held.
+            assert 0 < len(held) <= limit
+            assert refused.startswith(b"HTTP/1.1 503"), refused[:200]
+            assert b"retry-after: 1" in refused.lower() and b'"code":"overloaded"' in refused
+            # Refused on accept: the answer never depended on the request (a bare connection
+            # that sends nothing gets the same 503 and is closed).
+            silent = raw_socket(base)
+            assert wait_closed(silent).startswith(b"HTTP/1.1 503")
+            silent.close()
+            held.pop().close()
+            for _ in range(2000):  # until the server has seen the close: then a new one is served
+                sock = raw_socket(base)
+                answer = _healthz_on(sock)
+                sock.close()
+                if answer.startswith(b"HTTP/1.1 200"):
+                    break
+                threading.Event().wait(0.005)
+            assert answer.startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in held:
+                sock.close()
+        assert metric(base, "gateway_connections_cut_total", reason="max_connections") >= 2
