@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 from providers.base import ProviderOverloaded
+from providers.local.lanes import thread_nice
 from providers.local.microbatch import MicroBatcher
 
 
@@ -164,3 +166,102 @@ def test_of_two_large_requests_the_first_finishes_first() -> None:
 
     asyncio.run(main())
     assert finished == ["first", "second"]
+
+
+def test_a_small_request_is_served_while_a_large_one_holds_every_bulk_worker() -> None:
+    """The prompt lane: with both bulk workers inside runs of a large request (held there),
+    a one-input request is still answered, by the prompt thread."""
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+    threads: dict[int, str] = {}
+
+    def held(sequences: list[np.ndarray]) -> np.ndarray:
+        name = threading.current_thread().name
+        for s in sequences:
+            threads[int(s[0])] = name
+        if name.startswith("onnx-run"):
+            entered.release()
+            gate.wait(10)
+        return run(sequences)
+
+    async def main() -> None:
+        batcher = MicroBatcher(held, dimensions=2, max_batch_size=4, max_wait_ms=0, workers=2)
+        await batcher.start()
+        large = asyncio.create_task(batcher.submit([seq(1000 + i, *range(19)) for i in range(40)]))  # 800 tokens
+        for _ in range(2):  # both bulk workers are inside a run of the large request
+            await asyncio.to_thread(entered.acquire, True, 10)
+        rows = await batcher.submit([seq(7)])
+        assert rows[0][0] == 7
+        assert not gate.is_set() and not large.done()
+        gate.set()
+        assert len(await large) == 40
+        await batcher.stop()
+        assert batcher.stats.prompt_batches >= 1
+
+    asyncio.run(main())
+    assert threads[7].startswith("onnx-prompt")
+    assert all(threads[1000 + i].startswith("onnx-run") for i in range(40))  # never on the prompt lane
+
+
+def test_bulk_workers_run_at_a_lower_priority_than_the_prompt_worker() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("thread priorities are per thread on Linux only")
+    seen: dict[str, int | None] = {}
+
+    def recording(sequences: list[np.ndarray]) -> np.ndarray:
+        seen[threading.current_thread().name.split("_")[0]] = thread_nice()
+        return run(sequences)
+
+    async def main() -> None:
+        batcher = MicroBatcher(recording, dimensions=2, max_batch_size=4, max_wait_ms=0, workers=1, bulk_nice=5)
+        await batcher.start()
+        await batcher.submit([seq(i, *range(20)) for i in range(64)])  # over prompt_tokens: bulk only
+        await batcher.submit([seq(1)])  # small: the prompt lane is free, so it takes it
+        await batcher.stop()
+
+    ours = thread_nice()
+    assert ours is not None
+    asyncio.run(main())
+    assert seen["onnx-prompt"] == ours
+    assert seen["onnx-run"] == min(19, ours + 5)
+
+
+def test_memory_is_released_once_the_queue_has_drained() -> None:
+    """``on_idle`` runs after the work, in a worker, once; not again until more work ran."""
+    events: list[str] = []
+    released = threading.Event()
+
+    def recording(sequences: list[np.ndarray]) -> np.ndarray:
+        events.append("run")
+        return run(sequences)
+
+    def on_idle() -> None:
+        events.append(f"release in {threading.current_thread().name.split('_')[0]}")
+        released.set()
+
+    async def main() -> None:
+        batcher = MicroBatcher(recording, dimensions=2, max_wait_ms=0, on_idle=on_idle, idle_s=0.01)
+        await batcher.start()
+        await batcher.submit([seq(i) for i in range(100)])
+        await asyncio.to_thread(released.wait, 10)
+        released.clear()
+        await batcher.submit([seq(1)])
+        await asyncio.to_thread(released.wait, 10)
+        await batcher.stop()
+
+    asyncio.run(main())
+    first = events.index("release in onnx-run")
+    assert set(events[:first]) == {"run"} and first >= 1
+    assert events[first + 1:] == ["run", "release in onnx-run"]
+
+
+def test_the_real_model_releases_its_arena_and_still_embeds_the_same() -> None:
+    from providers.local.bundled import resolve_bundled
+    from providers.local.onnx import OnnxEmbedder
+
+    _, model, tokenizer = resolve_bundled("all-MiniLM-L6-v2")
+    embedder = OnnxEmbedder(model, tokenizer, threads=1)
+    sequences = [embedder.frame(ids) for ids in embedder.tokenize(["a text " * 40, "another"])]
+    before = embedder.run(sequences)
+    embedder.release_memory()
+    assert np.allclose(embedder.run(sequences), before, atol=1e-6)

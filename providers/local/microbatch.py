@@ -14,13 +14,22 @@ one of them until the last). A large request still gets every place that smaller
 leave in a batch; only a stream of small requests filling every batch would hold it.
 A caller who leaves (its task cancelled, e.g. the client hung up) is taken out of the
 queue at once, and its sequences still in a later sub-batch are not run.
+
+Two lanes of workers (:mod:`providers.local.lanes`): ``workers`` bulk threads at low CPU
+priority take any request, and one prompt thread at normal priority takes only small
+ones (at most ``prompt_tokens`` tokens in all), so a small request finds a worker free
+and the CPU it needs even while another client's large request holds every bulk worker.
+
+``on_idle`` (the model's memory release) runs in a bulk worker once nothing has been
+queued or running for ``idle_s`` after work, so a burst's memory goes back to the system
+without costing the burst itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -28,8 +37,11 @@ import numpy as np
 import numpy.typing as npt
 
 from providers.base import ProviderOverloaded
+from providers.local.lanes import BULK_NICE, Lane
 
 __all__ = ["BatchStats", "MicroBatcher", "RunBatch"]
+
+logger = logging.getLogger("gateway.local")
 
 #: Runs the model on sequences of token ids and returns one float32 row per sequence.
 RunBatch = Callable[[list[npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
@@ -41,6 +53,8 @@ class _Job:
     future: asyncio.Future[npt.NDArray[np.float32]]
     rows: npt.NDArray[np.float32] | None = None
     pending: int = 0
+    #: Small enough for the prompt lane.
+    prompt: bool = False
     #: The next position to hand to a batch; ``len(sequences)`` once all are handed out.
     cursor: int = 0
 
@@ -58,6 +72,8 @@ class BatchStats:
     padded_tokens: int = 0
     real_tokens: int = 0
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    #: Batches run by the prompt lane.
+    prompt_batches: int = 0
 
 
 class MicroBatcher:
@@ -74,24 +90,37 @@ class MicroBatcher:
         max_queue: int = 8192,
         workers: int = 1,
         max_padding: float = 0.02,
+        prompt_tokens: int = 512,
+        bulk_nice: int = BULK_NICE,
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = 1.0,
     ) -> None:
+        """``workers`` bulk threads run at ``bulk_nice``; with ``prompt_tokens`` > 0, one
+        more thread at normal priority runs requests of at most that many tokens in all.
+        ``on_idle`` is called in a worker thread once the batcher has been idle for
+        ``idle_s`` after running anything."""
         self._run = run
         self._dimensions = dimensions
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.prompt_tokens = prompt_tokens
         self._max_padding = max_padding
         self._workers = workers
+        self._bulk_nice = bulk_nice
         #: Requests with sequences not yet in a batch, in arrival order.
         self._jobs: list[_Job] = []
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._idle_workers = workers
+        self._bulk: Lane | None = None
+        self._prompt: Lane | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._on_idle = on_idle
+        self._idle_s = idle_s
+        #: Work has run since ``on_idle`` was last called.
+        self._worked = False
         self.stats = BatchStats()
         #: Called on the event loop with each model run's size (for metrics).
         self.on_batch: Callable[[int], None] | None = None
@@ -103,10 +132,8 @@ class MicroBatcher:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._workers, thread_name_prefix="onnx-run"
-        )
-        self._slots = asyncio.Semaphore(self._workers)
+        self._bulk = Lane("run", self._workers, self._bulk_nice)
+        self._prompt = Lane("prompt", 1) if self.prompt_tokens > 0 else None
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -123,9 +150,10 @@ class MicroBatcher:
         except asyncio.CancelledError:
             pass
         self._task = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for lane in (self._bulk, self._prompt):
+            if lane is not None:
+                lane.shutdown()
+        self._bulk = self._prompt = None
 
     async def submit(self, sequences: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
         if self._task is None:
@@ -139,6 +167,7 @@ class MicroBatcher:
                 retry_after=1.0,
             )
         job = _Job(sequences, asyncio.get_running_loop().create_future(), pending=len(sequences))
+        job.prompt = sum(len(s) for s in sequences) <= self.prompt_tokens
         self._jobs.append(job)
         self._queued += len(sequences)
         job.future.add_done_callback(lambda _: self._forget(job))
@@ -156,23 +185,71 @@ class MicroBatcher:
                 pass
 
     async def _loop(self) -> None:
-        assert self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._jobs:
+            if not self._runnable():
                 self._wakeup.clear()
-                await self._wakeup.wait()
-            await self._slots.acquire()
-            self._idle_workers -= 1
-            await self._gather_window(loop)
-            batch = self._take_batch()
-            if not batch:
-                self._idle_workers += 1
-                self._slots.release()
+                if self._worked and self._on_idle is not None and not self._jobs and self._all_idle():
+                    await self._idle(loop)
+                else:
+                    await self._wakeup.wait()
                 continue
-            task = asyncio.create_task(self._run_batch(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            await self._gather_window(loop)
+            self._dispatch()
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for work; after ``idle_s`` without any, start ``on_idle`` in a bulk worker
+        (all are free), leaving the others and the prompt lane to whatever comes next."""
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self._idle_s)
+            return
+        except TimeoutError:
+            pass
+        self._worked = False
+        task = asyncio.create_task(self._release(loop))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._bulk is not None and self._on_idle is not None
+        self._bulk.idle -= 1
+        try:
+            await loop.run_in_executor(self._bulk.executor, self._on_idle)
+        except Exception as exc:  # releasing memory is a courtesy: never let it stop the batcher
+            logger.warning("releasing the local model's memory failed: %s", type(exc).__name__)
+        finally:
+            self._bulk.idle += 1
+            self._wakeup.set()
+
+    def _all_idle(self) -> bool:
+        return all(lane.idle == lane.workers for lane in (self._bulk, self._prompt) if lane is not None)
+
+    def _runnable(self) -> bool:
+        """Whether a free worker has something it may take."""
+        assert self._bulk is not None
+        if self._bulk.idle and self._jobs:
+            return True
+        return self._prompt is not None and self._prompt.idle > 0 and any(j.prompt for j in self._jobs)
+
+    def _dispatch(self) -> None:
+        """Hands work to every free worker that may take it: the prompt lane first (small
+        requests only), then the bulk lane (anything, the least left first)."""
+        assert self._bulk is not None
+        prompt = self._prompt
+        if prompt is not None and prompt.idle:
+            self._start(prompt, self._take_batch(prompt_only=True, idle=0))
+        while self._bulk.idle and self._jobs:
+            self._start(self._bulk, self._take_batch(prompt_only=False, idle=self._bulk.idle - 1))
+
+    def _start(self, lane: Lane, batch: list[tuple[_Job, int]]) -> None:
+        if not batch:
+            return
+        lane.idle -= 1
+        if lane is self._prompt:
+            self.stats.prompt_batches += 1
+        task = asyncio.create_task(self._run_batch(lane, batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _gather_window(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let a batch fill for up to ``max_wait_s`` unless it is already full."""
@@ -187,18 +264,22 @@ class MicroBatcher:
             except TimeoutError:
                 return
 
-    def _take_batch(self) -> list[tuple[_Job, int]]:
-        """Sequences of the requests with the least left first; with idle workers, a fair
-        share of what is queued so all get work."""
-        share = -(-self._queued // (self._idle_workers + 1))
+    def _take_batch(self, *, prompt_only: bool, idle: int) -> list[tuple[_Job, int]]:
+        """Sequences of the requests with the least left first; with ``idle`` other
+        workers free, a fair share of what is queued so all get work. The prompt lane
+        takes only small requests, at most ``prompt_tokens`` in a batch."""
+        jobs = [j for j in self._jobs if j.prompt] if prompt_only else self._jobs
+        queued = sum(j.unqueued for j in jobs) if prompt_only else self._queued
+        share = -(-queued // (idle + 1))
         limit = max(1, min(self.max_batch_size, share))
+        max_tokens = min(self.max_batch_tokens, self.prompt_tokens) if prompt_only else self.max_batch_tokens
         batch: list[tuple[_Job, int]] = []
         tokens = 0
-        for job in sorted(self._jobs, key=lambda j: j.unqueued):  # stable: arrival order among equals
+        for job in sorted(jobs, key=lambda j: j.unqueued):  # stable: arrival order among equals
             while job.unqueued and len(batch) < limit:
                 position = job.cursor
                 length = len(job.sequences[position])
-                if batch and tokens + length > self.max_batch_tokens:
+                if batch and tokens + length > max_tokens:
                     break
                 job.cursor += 1
                 self._queued -= 1
@@ -206,7 +287,7 @@ class MicroBatcher:
                 tokens += length
             if not job.unqueued:
                 self._jobs.remove(job)
-            if len(batch) >= limit or (batch and tokens >= self.max_batch_tokens):
+            if len(batch) >= limit or (batch and tokens >= max_tokens):
                 break
         return batch
 
@@ -232,8 +313,7 @@ class MicroBatcher:
             groups.append(current)
         return groups
 
-    async def _run_batch(self, batch: list[tuple[_Job, int]]) -> None:
-        assert self._slots is not None and self._executor is not None
+    async def _run_batch(self, lane: Lane, batch: list[tuple[_Job, int]]) -> None:
         loop = asyncio.get_running_loop()
         try:
             for group in self._sub_batches(batch):
@@ -242,18 +322,19 @@ class MicroBatcher:
                     continue
                 sequences = [job.sequences[position] for job, position in group]
                 try:
-                    rows = await loop.run_in_executor(self._executor, self._run, sequences)
+                    rows = await loop.run_in_executor(lane.executor, self._run, sequences)
                 except Exception as exc:  # the model failed: every caller in the group hears it
                     for job, _ in group:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
+                self._worked = True
                 self._record(sequences)
                 for (job, position), row in zip(group, rows):
                     self._deliver(job, position, row)
         finally:
-            self._idle_workers += 1
-            self._slots.release()
+            lane.idle += 1
+            self._wakeup.set()
 
     def _deliver(self, job: _Job, position: int, row: npt.NDArray[np.float32]) -> None:
         if job.future.done():

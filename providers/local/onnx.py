@@ -39,6 +39,7 @@ from providers.base import (
 )
 from providers.options import Problems, Settings, choice, flag, number, text, whole
 from providers.local.bundled import BUNDLED_MODELS, BundledFileError, resolve_bundled
+from providers.local.memory import SHRINK_ARENA, trim_heap
 from providers.local.microbatch import MicroBatcher
 from providers.local.prefix import PrefixTokenizer
 
@@ -132,6 +133,20 @@ class OnnxEmbedder:
             feed["token_type_ids"] = np.zeros_like(input_ids)
         hidden = self._session.run(None, feed)[0]
         return self.pool(hidden, mask)
+
+    def release_memory(self) -> None:
+        """Empty the session's arena of what no run holds and return the heap's free pages
+        (:mod:`providers.local.memory`); for when the queue has drained."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry(*SHRINK_ARENA)
+        tiny = self.frame([])[None, :]
+        feed = {"input_ids": tiny, "attention_mask": np.ones_like(tiny)}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(tiny)
+        self._session.run(None, feed, options)
+        trim_heap()
 
     def pool(
         self, hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]
@@ -262,6 +277,7 @@ class OnnxProvider:
             max_padding=float(options.get("max_padding", 0.02)),
             max_queue=options.get("max_queue", 8192),
             workers=options.get("workers", _default_parallelism()[0]),
+            on_idle=embedder.release_memory,
         )
         await self._batcher.start()
         self._prefix_ids = {kind: embedder.tokenize([prefix])[0] for kind, prefix in self._prefixes.items()}
