@@ -79,6 +79,15 @@ def test_native_token_id_outside_vocabulary_is_400(client: httpx.Client) -> None
     assert "30521" in error["message"]
 
 
+def test_a_bad_token_id_deep_in_a_large_request_is_named_by_its_own_index(client: httpx.Client) -> None:
+    """Large requests are tokenized in chunks off the event loop: the index is the request's."""
+    items = [[101, 2000 + i] for i in range(300)]
+    items[270] = [5, 30522]
+    response = embed(client, input=items, model="mini-native")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input[270]"
+
+
 def test_truncation_default_and_strict(client: httpx.Client) -> None:
     long_text = "word " * 400
     truncated = embed(client, input=long_text)

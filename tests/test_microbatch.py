@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,3 +266,40 @@ def test_the_real_model_releases_its_arena_and_still_embeds_the_same() -> None:
     before = embedder.run(sequences)
     embedder.release_memory()
     assert np.allclose(embedder.run(sequences), before, atol=1e-6)
+
+
+def test_a_request_cancelled_while_tokenized_stops_at_the_next_chunk() -> None:
+    """A large request is tokenized in chunks in worker threads: once its caller is gone
+    (cancelled, as when the client hangs up) no further chunk is tokenized or run."""
+    from providers.base import DeploymentSpec, EmbedOptions
+    from providers.local.onnx import OnnxProvider
+
+    chunks: list[int] = []
+    inside, release = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        provider = OnnxProvider(DeploymentSpec(name="mini", model="all-MiniLM-L6-v2"))
+        await provider.start()
+        embedder = provider._embedder
+        assert embedder is not None and provider.batcher is not None
+        tokenize = embedder.tokenize
+
+        def held(texts: Any) -> list[list[int]]:  # the real tokenizer, held on its first chunk
+            chunks.append(len(texts))
+            inside.set()
+            release.wait(10)
+            return tokenize(texts)
+
+        embedder.tokenize = held  # type: ignore[method-assign]
+        task = asyncio.create_task(provider.embed([f"text {i}" for i in range(1000)], EmbedOptions()))
+        await asyncio.to_thread(inside.wait, 10)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The coroutine that would tokenize the next chunk has ended: none can start now.
+        assert provider.batcher.stats.sequences == 0 and provider.batcher.queue_depth == 0
+        await provider.aclose()
+
+    asyncio.run(main())
+    assert len(chunks) == 1 and chunks[0] < 1000

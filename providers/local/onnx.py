@@ -50,6 +50,9 @@ _POOLINGS = ("mean", "cls")
 #: on the event loop; anything bigger is tokenized in a worker thread.
 _INLINE_INPUTS = 16
 _INLINE_SIZE = 16_384
+#: Inputs tokenized per worker-thread call: a request cancelled meanwhile (its client hung
+#: up) stops at the next chunk instead of tokenizing everything for no one.
+_TOKENIZE_CHUNK = 128
 
 
 def small_enough_inline(inputs: Sequence[EmbedInput]) -> bool:
@@ -297,7 +300,10 @@ class OnnxProvider:
         if self._batcher is not None:
             await self._batcher.stop()
 
-    def _content_ids(self, inputs: Sequence[EmbedInput], input_type: InputType | None = None) -> list[list[int]]:
+    def _content_ids(
+        self, inputs: Sequence[EmbedInput], input_type: InputType | None = None, *, start: int = 0
+    ) -> list[list[int]]:
+        """Content ids of each input; ``start`` is the first input's index in the request."""
         assert self._embedder is not None
         prefix = self._prefixes.get(input_type) if input_type is not None else None
         texts = [item for item in inputs if isinstance(item, str)]
@@ -314,7 +320,7 @@ class OnnxProvider:
                 raise InvalidInput(
                     f"{INPUT} holds token id {bad}, outside this model's vocabulary "
                     f"(0 to {self._embedder.vocab_size - 1})",
-                    index=index,
+                    index=start + index,
                 )
             ids = list(item[: self._embedder.keep])
             content.append(self._prefix_ids[input_type] + ids if prefix and input_type else ids)
@@ -351,7 +357,10 @@ class OnnxProvider:
         if small_enough_inline(inputs):
             content = self._content_ids(inputs, options.input_type)
         else:
-            content = await asyncio.to_thread(self._content_ids, inputs, options.input_type)
+            content = []
+            for start in range(0, len(inputs), _TOKENIZE_CHUNK):
+                chunk = inputs[start : start + _TOKENIZE_CHUNK]
+                content += await asyncio.to_thread(self._content_ids, chunk, options.input_type, start=start)
         sequences, counts = self._frame_all(content, truncate=bool(truncate))
         vectors = await self._batcher.submit(sequences)
         return EmbeddingResult(
