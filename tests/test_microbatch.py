@@ -303,3 +303,31 @@ def test_a_request_cancelled_while_tokenized_stops_at_the_next_chunk() -> None:
 
     asyncio.run(main())
     assert len(chunks) == 1 and chunks[0] < 1000
+
+
+def test_work_arriving_during_the_memory_release_is_batched_and_served() -> None:
+    """The release holds a bulk worker like a run: work that comes meanwhile waits for it
+    (small requests take the prompt lane) and is still cut into full batches."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def on_idle() -> None:
+        entered.set()
+        gate.wait(10)
+
+    async def main() -> None:
+        batcher = MicroBatcher(
+            run, dimensions=2, max_batch_size=8, max_wait_ms=0, workers=1, on_idle=on_idle, idle_s=0.01
+        )
+        await batcher.start()
+        await batcher.submit([seq(1)])
+        await asyncio.to_thread(entered.wait, 10)  # the release holds the only bulk worker
+        before = batcher.stats.batches
+        large = asyncio.create_task(batcher.submit([seq(i, *range(30)) for i in range(40)]))
+        assert (await batcher.submit([seq(2)]))[0][0] == 2  # served by the prompt lane meanwhile
+        assert not large.done()
+        gate.set()
+        assert len(await large) == 40
+        await batcher.stop()
+        assert batcher.stats.batches - before == 1 + 40 // 8  # the small one, then full batches
+
+    asyncio.run(main())

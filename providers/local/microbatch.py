@@ -206,13 +206,14 @@ class MicroBatcher:
         except TimeoutError:
             pass
         self._worked = False
+        assert self._bulk is not None
+        self._bulk.idle -= 1  # taken now, before anything else can be dispatched
         task = asyncio.create_task(self._release(loop))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
     async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._bulk is not None and self._on_idle is not None
-        self._bulk.idle -= 1
         try:
             await loop.run_in_executor(self._bulk.executor, self._on_idle)
         except Exception as exc:  # releasing memory is a courtesy: never let it stop the batcher
@@ -227,7 +228,7 @@ class MicroBatcher:
     def _runnable(self) -> bool:
         """Whether a free worker has something it may take."""
         assert self._bulk is not None
-        if self._bulk.idle and self._jobs:
+        if self._bulk.idle > 0 and self._jobs:
             return True
         return self._prompt is not None and self._prompt.idle > 0 and any(j.prompt for j in self._jobs)
 
@@ -236,9 +237,9 @@ class MicroBatcher:
         requests only), then the bulk lane (anything, the least left first)."""
         assert self._bulk is not None
         prompt = self._prompt
-        if prompt is not None and prompt.idle:
+        if prompt is not None and prompt.idle > 0 and any(j.prompt for j in self._jobs):
             self._start(prompt, self._take_batch(prompt_only=True, idle=0))
-        while self._bulk.idle and self._jobs:
+        while self._bulk.idle > 0 and self._jobs:
             self._start(self._bulk, self._take_batch(prompt_only=False, idle=self._bulk.idle - 1))
 
     def _start(self, lane: Lane, batch: list[tuple[_Job, int]]) -> None:
