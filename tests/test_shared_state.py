@@ -29,9 +29,11 @@ def state_config(url: str | None = None, *, failure: str = "open") -> StateConfi
 
 @pytest.fixture
 async def states() -> AsyncIterator[list[SharedState]]:
-    """Two clients with one prefix: two processes' views of one Redis."""
+    """Two clients with one prefix: two processes' views of one Redis. Their timeouts are
+    generous: these tests are about atomicity, and a loaded test machine may take longer
+    than the production bound to open 60 connections at once (a timeout would fail open)."""
     config = state_config()
-    pair = [SharedState(config), SharedState(config)]
+    pair = [SharedState(config, socket_timeout_s=10, connect_timeout_s=10) for _ in range(2)]
     yield pair
     keys = await pair[0].client.keys(config.prefix + "*")
     if keys:
