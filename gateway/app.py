@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig
 from gateway.http.api import ApiHandlers
+from gateway.http.body import JsonParser
 from gateway.http import connections
 from gateway.http.dispatch import FrontDoor
 from gateway.http.ops import OpsHandlers
@@ -101,7 +102,8 @@ def create_app(
         on_breaker_change=circuits.changed if circuits is not None else None,
     )
     service = EmbeddingService(runtime, router, limiter=shared.limiter)
-    api = ApiHandlers(config, runtime, service, auth=auth)
+    json_parser = JsonParser()  # large bodies parsed off the event loop, in a worker process
+    api = ApiHandlers(config, runtime, service, auth=auth, json_parser=json_parser)
     ops = OpsHandlers(
         runtime, auth=auth, metrics=metrics, ledger=ledger,
         breaker_states=lambda: {d.name: router.breaker_for(d).state for d in runtime.deployments},
@@ -127,6 +129,7 @@ def create_app(
             await probes.aclose()
             await shared.aclose()
             await runtime.aclose()
+            await json_parser.aclose()
             if ledger is not None:
                 await ledger.aclose()
             if workers is not None:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig, KeyConfig
 from gateway.errors import ModelNotFound
-from gateway.http.body import read_json
+from gateway.http.body import JsonParser, read_json
 from gateway.http.call import ApiCall
 from gateway.http.responses import JSONBytesResponse, json_response, served_headers
 from gateway.record import RequestRecord, Served
@@ -40,9 +40,16 @@ class ApiHandlers:
     """The public API."""
 
     def __init__(
-        self, config: GatewayConfig, runtime: Runtime, service: EmbeddingService, *, auth: Authenticator
+        self,
+        config: GatewayConfig,
+        runtime: Runtime,
+        service: EmbeddingService,
+        *,
+        auth: Authenticator,
+        json_parser: JsonParser | None = None,
     ) -> None:
         self.config = config
+        self.json_parser = json_parser
         self.runtime = runtime
         self.service = service
         self.auth = auth
@@ -56,7 +63,7 @@ class ApiHandlers:
         return key
 
     async def _read(self, call: ApiCall, parse: Callable[[Any], ParsedT]) -> ParsedT:
-        body = await read_json(call, limit=self.config.server.max_request_bytes)
+        body = await read_json(call, limit=self.config.server.max_request_bytes, parser=self.json_parser)
         record = call.record
         model = body.get("model") if isinstance(body, dict) else None
         if isinstance(model, str) and len(model) <= MODEL_MAX_CHARS:
