@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 
 from conftest import LOCAL_MODELS, make_config
 from fakes.server import run_in_thread
+from serving import LOCAL, serve, write_config
 from gateway.app import create_app
 from gateway.http.body import POOL_MIN_BYTES, JsonParser
 
@@ -93,3 +96,34 @@ def test_through_the_server_large_bodies_answer_as_small_ones_and_the_worker_sto
             assert bad.status_code == 400
             assert bad.json()["error"]["message"] == f"the request body is not valid JSON: {inline.value}"
     assert not workers & {p.pid for p in multiprocessing.active_children()}
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found |= {int(child) for child in (task / "children").read_text().split()}
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_worker_exits_when_the_gateway_is_killed(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "gateway.yaml", {"usage": {"ledger": "off"}, "models": {"mini": LOCAL}})
+    with serve(config) as (process, base):
+        before = _children(process.pid)
+        big = "lorem ipsum " * (POOL_MIN_BYTES // 12 + 1)
+        assert httpx.post(f"{base}/v1/embeddings", json={"model": "mini", "input": big}, timeout=120).status_code == 200
+        workers = _children(process.pid) - before
+        assert workers, "the large body started no worker"
+        process.send_signal(signal.SIGKILL)  # no shutdown reaches the pool
+        # The worker holds the gateway's stdout and stderr: they end only once it has exited.
+        process.communicate(timeout=120)
+    assert not [pid for pid in workers if _alive(pid)]

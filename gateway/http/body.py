@@ -14,6 +14,7 @@ import orjson
 from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.http.call import ApiCall
 from gateway.http.connections import CUT_KEY
+from gateway.http.jsonworker import watch_parent
 
 __all__ = ["POOL_MIN_BYTES", "JsonParser", "read_json"]
 
@@ -58,7 +59,9 @@ class JsonParser:
         if pool is None:
             # spawn: a fork would copy the gateway (models, threads) into a process that
             # only needs orjson; the worker imports nothing else (it runs orjson.loads itself)
-            pool = self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent
+            )
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, orjson.loads, raw)
         except BrokenProcessPool:  # the worker died (killed, out of memory): a new one next time
