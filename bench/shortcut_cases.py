@@ -198,7 +198,7 @@ def dataclass_cases() -> list[Case]:
         frozen=True, slots=True,
     )
     row = (1.7e9, "4f3a9c2b7d1e000000000001", None, "single", "one", "openai", "fake-embed", 1, 9, 9, 1.8e-7,
-           200, 12.5, 1, None, None)
+           200, 12.5, 1, 0, 0, None, None, None)
     return [
         Case("slotted unfrozen records", "gateway/record.py Served, RequestRecord, ...",
              run_loop(lambda: build(twins)), run_loop(lambda: build(real)), "request"),

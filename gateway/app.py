@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from gateway.auth import Authenticator
+from gateway.cache.build import build_cache
+from gateway.caching import Caching
 from gateway.config import GatewayConfig
 from gateway.http.api import ApiHandlers
 from gateway.http.body import JsonParser
@@ -101,7 +103,11 @@ def create_app(
         on_breaker=circuits.watch if circuits is not None else None,
         on_breaker_change=circuits.changed if circuits is not None else None,
     )
-    service = EmbeddingService(runtime, router, limiter=shared.limiter)
+    cache = build_cache(config, redis_client=shared.state.client if shared.state is not None else None)
+    if metrics is not None and cache is not None:
+        metrics.watch_cache(cache)
+    caching = Caching(cache, config) if cache is not None else None
+    service = EmbeddingService(runtime, router, limiter=shared.limiter, caching=caching)
     json_parser = JsonParser()  # large bodies parsed off the event loop, in a worker process
     api = ApiHandlers(config, runtime, service, auth=auth, json_parser=json_parser)
     ops = OpsHandlers(
@@ -116,6 +122,8 @@ def create_app(
     async def lifespan(app: Any = None) -> AsyncIterator[None]:
         if ledger is not None:
             await ledger.start()
+        if cache is not None:
+            await cache.start()
         try:
             await runtime.start()
             await shared.start()
@@ -127,6 +135,8 @@ def create_app(
             yield
         finally:
             await probes.aclose()
+            if cache is not None:
+                await cache.aclose()
             await shared.aclose()
             await runtime.aclose()
             await json_parser.aclose()

@@ -84,6 +84,12 @@ class Served:
     inputs: int
     #: Chunks per document, for the contextualized endpoint's nested answer.
     groups: list[int] = field(default_factory=list)
+    #: The embedding cache's part: ``hit``, ``partial``, ``miss`` or ``off``; the inputs no
+    #: backend computed for this request, their tokens, and what they would have cost.
+    cache: str = "off"
+    cached_inputs: int = 0
+    cached_tokens: int = 0
+    cost_saved: float | None = None
 
     def usage(self) -> dict[str, Any]:
         usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}

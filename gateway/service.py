@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gateway.batching import Batch, Budget, merge_results, run_batches, split_batches
+from gateway.caching import CacheDirective, Caching
 from gateway.config import KeyConfig
 from gateway.encoding import encode_rows, normalize_rows, quantize_binary, quantize_int8, truncate_dimensions
 from gateway.errors import InvalidRequest, ModelNotFound
@@ -50,10 +51,13 @@ AnyRequest = EmbeddingsRequest | ContextualizedRequest
 class EmbeddingService:
     """Serves parsed requests; ``limiter`` admits each one once its tokens are counted."""
 
-    def __init__(self, runtime: Runtime, router: Router, *, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, router: Router, *, limiter: Limiter | None = None, caching: Caching | None = None
+    ) -> None:
         self.runtime = runtime
         self.router = router
         self.limiter: Limiter = limiter or RateLimiter()
+        self.caching = caching
 
     def resolve(self, model: str) -> AliasRuntime:
         alias = self.runtime.aliases.get(model)
@@ -92,7 +96,12 @@ class EmbeddingService:
         return [estimate_tokens(item) for item in inputs], True
 
     async def embed(
-        self, request: EmbeddingsRequest, *, record: RequestRecord, key: KeyConfig | None = None
+        self,
+        request: EmbeddingsRequest,
+        *,
+        record: RequestRecord,
+        key: KeyConfig | None = None,
+        cache: CacheDirective = "use",
     ) -> Served:
         alias = self.resolve(request.model)
         limits = alias.limits()
@@ -107,6 +116,7 @@ class EmbeddingService:
         if request.extra_body:
             check_options(alias, request.extra_body)
         budgets: list[Budget] = []
+        counts: list[int] | None = None
         charged = 0
         metered = key is not None and key.tpm is not None
         if metered or self._counting_needed(alias, limits, len(inputs)):
@@ -115,9 +125,13 @@ class EmbeddingService:
             budgets.append(Budget(counts, limits.batch_tokens))
             charged = sum(counts)
         await self._admit(record, key, charged)
-        batches = split_batches(len(inputs), max_items=limits.batch_inputs, budgets=budgets)
         run = _RequestRun(self.router, alias, request, record, width, encoding_format=encoding_format, decoded=decoded)
-        served = await run.serve(inputs, batches)
+        cached = self.caching.plan(run, key=key, directive=cache) if self.caching is not None else None
+        if cached is not None:
+            served = await cached.serve(inputs, decoded=decoded, counts=counts, limits=limits)
+        else:
+            batches = split_batches(len(inputs), max_items=limits.batch_inputs, budgets=budgets)
+            served = await run.serve(inputs, batches)
         self._settle(key, served, charged)
         return served
 
@@ -205,6 +219,8 @@ class _RequestRun:
         self.encoding_format = encoding_format
         self.decoded = decoded
         self.target = _native_encoding(encoding_format)
+        #: What backends are asked for: the target, or full-width floats for the cache.
+        self.ask: NativeEncoding = self.target
         self.contextualized = isinstance(request, ContextualizedRequest)
         self.pin = SpacePin()
         self.deadline = router.deadline(alias)
@@ -235,17 +251,31 @@ class _RequestRun:
     ) -> tuple[EmbeddingResult, DeploymentRuntime, int, int]:
         chunk = items[batch.start : batch.stop]
         texts = self.decoded[batch.start : batch.stop] if self.decoded is not None else None
-        trace = self.trace.batch(batch.start, batch.stop)
+        result, deployment, attempts, fallbacks = await self.embed_batch(chunk, texts, batch.start)
+        return self.finish(result), deployment, attempts, fallbacks
+
+    async def embed_batch(
+        self, chunk: Sequence[Any], texts: Sequence[str] | None, start: int
+    ) -> tuple[EmbeddingResult, DeploymentRuntime, int, int]:
+        """One batch routed to a deployment, as the backend answered it. ``texts``: the
+        items' cl100k_base text, if token arrays; ``start``: the first item's position."""
+        trace = self.trace.batch(start, start + len(chunk))
         try:
             routed = await self.router.run(
                 self.alias, _BatchCall(self, chunk, texts), pin=self.pin, deadline=self.deadline, trace=trace
             )
         except InvalidInput as exc:
-            exc.shift(batch.start)  # the backend counted from the batch's start; the client from its own
+            exc.shift(start)  # the backend counted from the batch's start; the client from its own
             raise
-        request = self.request
-        result = _finish(routed.result, self.target, self.width, requested=request.dimensions, alias=self.alias.name)
-        return result, routed.deployment, routed.attempts, routed.fallbacks
+        return routed.result, routed.deployment, routed.attempts, routed.fallbacks
+
+    def finish(self, result: EmbeddingResult) -> EmbeddingResult:
+        """Vectors brought to the request's width and encoding."""
+        return _finish(result, self.target, self.width, requested=self.request.dimensions, alias=self.alias.name)
+
+    def options(self, deployment: DeploymentRuntime) -> EmbedOptions:
+        """What ``deployment`` is asked along with the inputs."""
+        return _options(deployment, self.request, self.ask, self.request_id)
 
 
 class _BatchCall:
@@ -260,7 +290,7 @@ class _BatchCall:
 
     async def __call__(self, deployment: DeploymentRuntime) -> EmbeddingResult:
         run, chunk = self.run, self.chunk
-        options = _options(deployment, run.request, run.target, run.request_id)
+        options = run.options(deployment)
         if run.contextualized:
             result = await deployment.provider.embed_contextualized(chunk, options)
             expected = sum(len(doc) for doc in chunk)

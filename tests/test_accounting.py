@@ -260,7 +260,9 @@ def test_usage_api_groups_by_every_dimension_within_a_window(gateway: Gateway) -
         want = expect(column)
         assert set(got) == set(want), group_by
         for group, sums in want.items():
-            assert got[group] == {**sums, "cost": pytest.approx(sums["cost"])}, (group_by, group)
+            assert got[group] == {
+                **sums, "cost": pytest.approx(sums["cost"]), "cached_inputs": 0, "cached_tokens": 0, "cost_saved": 0.0,
+            }, (group_by, group)
 
     # Outside the window: everything before t0 plus the window is everything so far.
     before = {r["group"]: r["requests"] for r in gateway.usage(group_by="key", end=iso(t0)).json()["data"]}

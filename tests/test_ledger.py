@@ -302,7 +302,10 @@ async def test_query_groups_by_each_dimension(db: Path, group_by: str, expected:
     if None in expected:
         assert result[-1]["group"] is None
     for row in result:
-        assert set(row) == {"group", "requests", "inputs", "prompt_tokens", "total_tokens", "cost"}
+        assert set(row) == {
+            "group", "requests", "inputs", "prompt_tokens", "total_tokens", "cost",
+            "cached_inputs", "cached_tokens", "cost_saved",
+        }
         assert row["total_tokens"] == row["prompt_tokens"]
 
 

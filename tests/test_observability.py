@@ -255,7 +255,9 @@ def usage_table(run: Run, by: str) -> dict[str, int]:
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**run.secrets, "PATH": ""}, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == [by, "requests", "inputs", "prompt_tokens", "total_tokens", "cost"]
+    assert lines[0].split() == [
+        by, "requests", "inputs", "prompt_tokens", "total_tokens", "cost", "cached_tokens", "cost_saved",
+    ]
     return {line.split()[0]: int(line.split()[1]) for line in lines[2:] if set(line) - {"-", " "}}
 
 

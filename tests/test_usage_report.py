@@ -42,16 +42,18 @@ def test_parse_since() -> None:
 
 def test_format_usage_table() -> None:
     rows: list[dict[str, Any]] = [
-        {"group": "mini", "requests": 3, "inputs": 7, "prompt_tokens": 41, "total_tokens": 41, "cost": 0.0},
-        {"group": None, "requests": 12, "inputs": 1, "prompt_tokens": 5, "total_tokens": 5, "cost": 0.25},
+        {"group": "mini", "requests": 3, "inputs": 7, "prompt_tokens": 41, "total_tokens": 41, "cost": 0.0,
+         "cached_tokens": 30, "cost_saved": 0.0},
+        {"group": None, "requests": 12, "inputs": 1, "prompt_tokens": 5, "total_tokens": 5, "cost": 0.25,
+         "cached_tokens": 0, "cost_saved": 0.5},
     ]
     assert format_usage_table(rows, "alias").splitlines() == [
-        "alias   requests  inputs  prompt_tokens  total_tokens      cost",
-        "------  --------  ------  -------------  ------------  --------",
-        "mini           3       7             41            41  0.000000",
-        "(none)        12       1              5             5  0.250000",
-        "------  --------  ------  -------------  ------------  --------",
-        "total         15       8             46            46  0.250000",
+        "alias   requests  inputs  prompt_tokens  total_tokens      cost  cached_tokens  cost_saved",
+        "------  --------  ------  -------------  ------------  --------  -------------  ----------",
+        "mini           3       7             41            41  0.000000             30    0.000000",
+        "(none)        12       1              5             5  0.250000              0    0.500000",
+        "------  --------  ------  -------------  ------------  --------  -------------  ----------",
+        "total         15       8             46            46  0.250000             30    0.500000",
     ]
 
 
@@ -66,7 +68,10 @@ async def test_read_usage_takes_a_url_or_a_path(tmp_path: Path) -> None:
         latency_ms=1.0, attempts=1,
     ))
     await ledger.aclose()
-    expected = [{"group": "k", "requests": 1, "inputs": 1, "prompt_tokens": 4, "total_tokens": 4, "cost": 0.0}]
+    expected = [{
+        "group": "k", "requests": 1, "inputs": 1, "prompt_tokens": 4, "total_tokens": 4, "cost": 0.0,
+        "cached_inputs": 0, "cached_tokens": 0, "cost_saved": 0.0,
+    }]
     assert read_usage(f"sqlite:///{db}", group_by="key") == expected
     assert read_usage(db, start=50, end=150, group_by="key") == expected
     assert read_usage(str(db), start=101, group_by="key") == []

@@ -10,6 +10,7 @@ from gateway.config.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
     AliasConfig,
     AuthConfig,
+    CacheConfig,
     ConfigError,
     DeploymentConfig,
     ENCODING_FORMATS,
@@ -30,6 +31,7 @@ from gateway.config.settings import (
 __all__ = [
     "AliasConfig",
     "AuthConfig",
+    "CacheConfig",
     "ConfigError",
     "DEFAULT_BREAKER_COOLDOWN_S",
     "DEFAULT_BREAKER_FAILURES",

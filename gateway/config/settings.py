@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gateway.config.cache import CacheConfig, parse_cache
 from gateway.config.reader import Reader
 from gateway.config.yamlfile import read_yaml
 from gateway.config.envsubst import substitute
@@ -22,6 +23,7 @@ from providers.registry import UnknownProvider, load_provider_class, settings_of
 __all__ = [
     "AliasConfig",
     "AuthConfig",
+    "CacheConfig",
     "ConfigError",
     "DEFAULT_BREAKER_COOLDOWN_S",
     "DEFAULT_BREAKER_FAILURES",
@@ -69,7 +71,7 @@ STATE_FAILURE_MODES = ("open", "closed")
 #: Every key the gateway writes in shared state starts with this (several gateways may share one Redis).
 DEFAULT_STATE_PREFIX = "embedding-gateway:"
 
-_TOP_KEYS = ("server", "auth", "usage", "models", "state", "state_failure", "state_prefix")
+_TOP_KEYS = ("server", "auth", "usage", "models", "state", "state_failure", "state_prefix", "cache")
 DEFAULT_MAX_CONNECTIONS = 2048
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
@@ -88,7 +90,7 @@ _DEPLOYMENT_KEYS = (
 INPUT_TYPES = ("query", "document")
 _ALIAS_KEYS = (
     "routing", "retries", "timeout_s", "allow_mixed_spaces", "deployments", "default_encoding_format",
-    *_LIMIT_KEYS,
+    "cache", *_LIMIT_KEYS,
 )
 
 
@@ -220,6 +222,8 @@ class AliasConfig:
     max_request_tokens: int | None = None
     #: Used when a request sends no ``encoding_format``; None: the route's own default.
     default_encoding_format: str | None = None
+    #: Use the embedding cache for this alias (None: whenever a cache backend is configured).
+    cache: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,7 +233,15 @@ class GatewayConfig:
     auth: AuthConfig | None = None
     usage: UsageConfig = field(default_factory=UsageConfig)
     state: StateConfig | None = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
     source: str | None = None
+
+    def caches(self, alias: str) -> bool:
+        """Whether requests for ``alias`` use the embedding cache."""
+        if not self.cache.enabled:
+            return False
+        setting = self.models[alias].cache if alias in self.models else None
+        return setting is not False
 
 
 def check_workers(config: GatewayConfig, workers: int) -> list[str]:
@@ -296,6 +308,9 @@ def parse_config(
     if usage.ledger != "off" and not usage.ledger.startswith(LEDGER_SCHEMES):
         usage_reader.error("ledger", "must be sqlite:///PATH, postgresql://USER@HOST/DB or off")
     state = _state(top)
+    cache = CacheConfig()
+    if top.has("cache"):
+        cache = parse_cache(top.child("cache"), state=state.url if state else None)
     models_reader = top.child("models")
     if not top.has("models") or not models_reader.node:
         top.error("models", "must name at least one model alias")
@@ -303,7 +318,9 @@ def parse_config(
         str(alias): _alias(str(alias), models_reader.child(str(alias)))
         for alias in models_reader.node
     }
-    config = GatewayConfig(models=models, server=server, auth=auth, usage=usage, state=state, source=source)
+    config = GatewayConfig(
+        models=models, server=server, auth=auth, usage=usage, state=state, cache=cache, source=source
+    )
     errors.extend(check_workers(config, server.workers))
     if errors:
         raise ConfigError(errors)
@@ -392,6 +409,7 @@ def _alias(name: str, reader: Reader) -> AliasConfig:
         max_input_tokens=reader.integer("max_input_tokens", None, minimum=1),
         max_request_tokens=reader.integer("max_request_tokens", None, minimum=1),
         default_encoding_format=reader.string("default_encoding_format", None, choices=ENCODING_FORMATS),
+        cache=reader.boolean("cache", True) if reader.has("cache") else None,
     )
     _check_spaces(reader, alias)
     _check_input_types(reader, alias)

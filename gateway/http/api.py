@@ -14,6 +14,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.auth import Authenticator
+from gateway.caching import cache_directive
 from gateway.config import GatewayConfig, KeyConfig
 from gateway.errors import ModelNotFound
 from gateway.http.body import JsonParser, read_json
@@ -77,7 +78,8 @@ class ApiHandlers:
         parsed = await self._read(call, parse_embeddings_request)
         call.record.inputs = len(parsed.inputs)
         self.auth.authorize(key, parsed.model)
-        served = await self.service.embed(parsed, record=call.record, key=key)
+        directive = cache_directive(call.header(b"cache-control"))
+        served = await self.service.embed(parsed, record=call.record, key=key, cache=directive)
         return _answer(call.record, served, _flat(served))
 
     async def contextualized(self, call: ApiCall) -> Response:

@@ -51,6 +51,8 @@ def served_headers(served: Served) -> list[tuple[bytes, bytes]]:
         (b"x-gateway-deployment", served.deployment.encode()),
         (b"x-gateway-provider", served.provider.encode()),
         (b"x-gateway-attempts", str(served.attempts).encode()),
+        (b"x-gateway-cache", served.cache.encode()),
+        (b"x-gateway-cached-inputs", str(served.cached_inputs).encode()),
     ]
     if served.tokens_estimated:
         headers.append((b"x-gateway-usage-estimated", b"true"))

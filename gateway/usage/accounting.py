@@ -35,12 +35,15 @@ class Accounting:
         served = record.served
         alias = record.alias or "-"
         tokens, cost = 0, None
+        cached_inputs = cached_tokens = 0
+        cost_saved: float | None = None
         upstream_model: str | None = None
         if served is not None:
             deployment: str | None = served.deployment
             provider: str | None = served.provider
             attempts, inputs, upstream_model = served.attempts, served.inputs, served.upstream_model
             tokens, cost = served.prompt_tokens, served.cost_usd
+            cached_inputs, cached_tokens, cost_saved = served.cached_inputs, served.cached_tokens, served.cost_saved
         else:
             trace = record.trace
             if trace is not None and trace.attempts:
@@ -72,6 +75,9 @@ class Accounting:
             status=status,
             latency_ms=latency_ms,
             attempts=attempts,
+            cached_inputs=cached_inputs,
+            cached_tokens=cached_tokens,
+            cost_saved=cost_saved,
             user=record.user,
             metadata=record.metadata or None,
         )

@@ -17,13 +17,16 @@ registers.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from gateway.cache import EmbeddingCache
 
 __all__ = ["CIRCUIT_STATES", "HealthStats", "LedgerStats", "Metrics", "NO_LABEL", "OTHER_ALIAS", "StateStats"]
 
@@ -344,6 +347,12 @@ class Metrics:
         """Several workers: ``render()`` gives the totals of all of them (see
         :mod:`gateway.usage.workers`); one worker keeps the direct path."""
         self._shared_render = render
+
+    def watch_cache(self, cache: EmbeddingCache) -> None:
+        """The embedding cache whose counters ``gateway_cache_*`` report."""
+        from gateway.usage.cache_metrics import CacheCollector
+
+        self.registry.register(CacheCollector(cache))
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type, for ``GET /metrics``."""

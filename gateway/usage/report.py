@@ -36,7 +36,7 @@ _METADATA_PREFIX = "metadata."
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_COLUMNS = ("requests", "inputs", "prompt_tokens", "total_tokens", "cost")
+_COLUMNS = ("requests", "inputs", "prompt_tokens", "total_tokens", "cost", "cached_tokens", "cost_saved")
 
 
 class LedgerError(Exception):
@@ -82,7 +82,8 @@ def build_usage_query(
         bounds.append(end)
     sql = (
         f"SELECT {expression} AS grp, COUNT(*), COALESCE(SUM(inputs), 0), COALESCE(SUM(prompt_tokens), 0), "
-        f"COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost), 0.0) FROM usage"
+        f"COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost), 0.0), COALESCE(SUM(cached_inputs), 0), "
+        f"COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_saved), 0.0) FROM usage"
         f"{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY grp ORDER BY {order}"
     )
     return sql, [*params, *bounds]
@@ -98,8 +99,11 @@ def usage_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
             "prompt_tokens": int(prompt_tokens),
             "total_tokens": int(total_tokens),
             "cost": round(float(cost), 12),
+            "cached_inputs": int(cached_inputs),
+            "cached_tokens": int(cached_tokens),
+            "cost_saved": round(float(saved), 12),
         }
-        for group, requests, inputs, prompt_tokens, total_tokens, cost in rows
+        for group, requests, inputs, prompt_tokens, total_tokens, cost, cached_inputs, cached_tokens, saved in rows
     ]
 
 
@@ -181,6 +185,6 @@ def _group_label(group: Any) -> str:
 
 
 def _cell(name: str, value: Any) -> str:
-    if name == "cost":
+    if name in ("cost", "cost_saved"):
         return f"{float(value):.6f}"
     return str(int(value))

@@ -36,6 +36,11 @@ class UsageRecord(NamedTuple):
     status: int
     latency_ms: float
     attempts: int
+    #: The embedding cache's part: inputs and tokens no backend computed for the request,
+    #: and what they would have cost.
+    cached_inputs: int = 0
+    cached_tokens: int = 0
+    cost_saved: float | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
 
