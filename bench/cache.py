@@ -177,7 +177,7 @@ def main() -> None:
         for name, runs in results.items():
             print(f"  {name:18s} " + "  ".join(f"{r.rate:8.1f}" for r in runs) + " req/s")
 
-        def per_round(a: str, b: str) -> float:
+        def per_round(a: str, b: str, results: dict[str, list[Any]] = results) -> float:
             return statistics.median(x.rate / y.rate for x, y in zip(results[a], results[b]))
 
         hit_ratios[encoding] = (

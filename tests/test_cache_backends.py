@@ -189,6 +189,6 @@ async def test_redis_backend_raises_when_redis_is_down() -> None:
         client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
         backend = RedisBackend(client)
         await backend.put_many([(b"k" * 32, b"v")])
-    with pytest.raises(Exception):
+    with pytest.raises(aioredis.ConnectionError):
         await backend.get_many([b"k" * 32])
     await client.aclose()

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cache_support import OAI_KEY, GatedUpstream, expected, gateway
-from fakes.server import RunningServer, run_in_thread
+from fakes.server import run_in_thread
 from fakes.vectors import fake_token_count, fake_vector
 from gateway.cache import Deliver, EmbeddingCache, Entry, MemoryBackend
 from gateway.tokens import CL100K

@@ -59,7 +59,7 @@ def decode_entries(raws: Sequence[bytes]) -> list[Entry | None]:
         body = len(raw) - _HEADER.size
         if body > 0 and not body % 4 and raw[0] == _VERSION:
             by_width.setdefault(body // 4, []).append(index)
-    for width, indices in by_width.items():
+    for indices in by_width.values():
         vectors = [np.frombuffer(raws[i], dtype="<f4", offset=_HEADER.size) for i in indices]
         # One sum per vector finds any NaN or infinity (an overflow to infinity only costs a miss).
         sums = np.add.reduce(vectors, axis=1) if len(vectors) > 1 else np.array([vectors[0].sum()])
