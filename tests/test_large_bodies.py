@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import select
 import signal
 from pathlib import Path
 from typing import Any
@@ -126,4 +128,15 @@ def test_the_worker_exits_when_the_gateway_is_killed(tmp_path: Path) -> None:
         process.send_signal(signal.SIGKILL)  # no shutdown reaches the pool
         # The worker holds the gateway's stdout and stderr: they end only once it has exited.
         process.communicate(timeout=120)
+    # Its pipes close a moment before it is done exiting: wait for its exit itself (a pidfd
+    # turns readable when the process has exited), at most 30 s.
+    for pid in workers:
+        try:
+            handle = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([handle], [], [], 30)
+        finally:
+            os.close(handle)
     assert not [pid for pid in workers if _alive(pid)]

@@ -63,7 +63,8 @@ async def test_rows_written_match_the_records_and_reports_group_them(pg: str) ->
     assert {r["group"]: r["requests"] for r in read_usage(pg, group_by="metadata.team")} == {"a": 10, "b": 15}
     assert {r["group"]: r["requests"] for r in read_usage(pg, group_by="user")} == {"u0": 13, "u1": 12}
     window = read_usage(pg, start=records[5].ts, end=records[10].ts, group_by="key")
-    assert window == [{"group": "app-1", "requests": 5, "inputs": 10, "prompt_tokens": 50, "total_tokens": 50, "cost": 1.0}]
+    assert window == [{"group": "app-1", "requests": 5, "inputs": 10, "prompt_tokens": 50, "total_tokens": 50, "cost": 1.0,
+                       "cached_inputs": 0, "cached_tokens": 0, "cost_saved": 0.0}]
 
 
 @pytest.mark.anyio
