@@ -38,9 +38,18 @@ def startup_line(config: GatewayConfig, *, host: str, port: int, workers: int) -
     state = f"state {config.state.display} (failure: {config.state.failure})" if config.state else "state in-process"
     return (
         f"embedding-gateway {__version__} on http://{host}:{port} with {workers} worker(s): "
-        f"{len(config.models)} alias(es) [{aliases}]; {auth}; {ledger}; {state}; cache off; "
+        f"{len(config.models)} alias(es) [{aliases}]; {auth}; {ledger}; {state}; {_cache(config, workers)}; "
         f"config {config.source or '(built in)'}"
     )
+
+
+def _cache(config: GatewayConfig, workers: int) -> str:
+    cache = config.cache
+    if not cache.enabled:
+        return "cache off"
+    backend = redact_url(cache.backend) if cache.backend.startswith("sqlite") else cache.backend
+    shared = cache.backend == "redis" or workers == 1 or cache.backend.startswith("sqlite")
+    return f"cache {backend} (scope {cache.scope}{'' if shared else ', one per worker'})"
 
 
 def run(config: GatewayConfig, *, host: str, port: int, workers: int, log_level: str, log_format: str) -> None:

@@ -60,3 +60,7 @@ def test_the_startup_line_says_what_runs_without_secrets() -> None:
     assert "auth on" in line and "ledger postgresql://gw:***@db/gateway" in line
     assert "state redis://:***@cache:6379/0 (failure: open)" in line and "cache" in line
     assert "topsecret" not in line and ":pw@" not in line
+    assert "cache off" in line
+    cached = parse_config({"models": {"mini": LOCAL}, "cache": {"backend": "memory", "scope": "key"}}, env={})
+    assert "cache memory (scope key, one per worker)" in startup_line(cached, host="h", port=1, workers=2)
+    assert "cache memory (scope key);" in startup_line(cached, host="h", port=1, workers=1)
