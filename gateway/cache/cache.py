@@ -118,6 +118,11 @@ class EmbeddingCache:
             await self._compute(list(range(count)), lookups, compute, entries, {})
             return Resolved(entries=_all(entries), cached=cached, found_in=found_in)
         pending = list(range(count))
+        unread: set[int] = set()
+        if self.backend.in_process:
+            # Its read never suspends, so nothing can start or land a flight between the read
+            # and the claims below: hits need no flight, and only the misses claim one.
+            pending, unread = await self._read_free(pending, lookups, entries, cached, found_in)
         while pending:
             led: dict[int, Flight] = {}
             followed: dict[int, Flight] = {}
@@ -126,7 +131,8 @@ class EmbeddingCache:
                 (led if leads else followed)[position] = flight
             try:
                 if led:
-                    await self._lead(led, lookups, compute, entries, cached, found_in)
+                    await self._lead(led, lookups, compute, entries, cached, found_in, unread)
+                    unread = set()
             except BaseException as exc:
                 self._end_flights(led, exc)
                 raise
@@ -158,10 +164,13 @@ class EmbeddingCache:
         entries: list[Entry | None],
         cached: list[bool],
         found_in: list[int],
+        unread: set[int],
     ) -> None:
-        positions = list(led)
-        found = await self._read([lookups[p] for p in positions])
-        missing: list[int] = []
+        """Reads the backend for the inputs whose flights ``led`` holds (except those in
+        ``unread``, just read and missed), lands the hits and computes the rest."""
+        missing = [p for p in led if p in unread]
+        positions = [p for p in led if p not in unread]
+        found = await self._read([lookups[p] for p in positions]) if positions else []
         for position, hit in zip(positions, found):
             if hit is None:
                 missing.append(position)
@@ -171,10 +180,36 @@ class EmbeddingCache:
             flight = led[position]
             flight.land(entry)
             self.flights.release(flight)
-        self.counters.hits += len(positions) - len(missing)
+        self.counters.hits += len(led) - len(missing)
         self.counters.misses += len(missing)
         if missing:
+            missing.sort()
             await self._compute(missing, lookups, compute, entries, led)
+
+    async def _read_free(
+        self,
+        positions: list[int],
+        lookups: Sequence[Sequence[bytes]],
+        entries: list[Entry | None],
+        cached: list[bool],
+        found_in: list[int],
+    ) -> tuple[list[int], set[int]]:
+        """Reads the inputs no flight holds and keeps the hits; returns what is left for
+        flights (in order) and which of those were read and missed."""
+        flights = self.flights
+        free = [p for p in positions if flights.get(lookups[p][0]) is None]
+        found = await self._read([lookups[p] for p in free]) if free else []
+        missed: set[int] = set()
+        for position, hit in zip(free, found):
+            if hit is None:
+                missed.add(position)
+            else:
+                entries[position], cached[position], found_in[position] = hit[0], True, hit[1]
+        hits = len(free) - len(missed)
+        self.counters.hits += hits
+        if not hits:
+            return positions, missed
+        return [p for p in positions if entries[p] is None], missed
 
     async def _compute(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import orjson
@@ -46,13 +46,19 @@ class Namespace:
     digest: bytes
     #: The deployment whose vectors live here (for logs and the response headers).
     deployment: str
+    #: The hasher state after the digest and the text marker: a text's key copies it and adds
+    #: only the text (the same bytes hashed as from scratch; a third less time per key).
+    _text: hashlib.blake2b = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_text", hashlib.blake2b(self.digest + _TEXT, digest_size=KEY_BYTES))
 
     def key(self, item: EmbedInput) -> bytes:
-        hasher = hashlib.blake2b(self.digest, digest_size=KEY_BYTES)
         if isinstance(item, str):
-            hasher.update(_TEXT)
+            hasher = self._text.copy()
             hasher.update(item.encode("utf-8", "surrogatepass"))
         else:
+            hasher = hashlib.blake2b(self.digest, digest_size=KEY_BYTES)
             hasher.update(_TOKENS)
             hasher.update(orjson.dumps(item))
         return hasher.digest()
