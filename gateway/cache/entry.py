@@ -51,21 +51,24 @@ def decode_entry(raw: bytes) -> Entry | None:
 
 
 def decode_entries(raws: Sequence[bytes]) -> list[Entry | None]:
-    """Many values at once: one ``frombuffer`` and one finiteness check for all the vectors
-    of one width (a hit path of 32 inputs spends a third of the time decoding one by one)."""
+    """Many values at once: the values of one width are joined and read as one matrix (one
+    copy, one finiteness check, the headers' token counts and flags as columns); each entry's
+    vector is a row of it. A hit path of 32 inputs spent a third of its time decoding."""
     found: list[Entry | None] = [None] * len(raws)
     by_width: dict[int, list[int]] = {}
     for index, raw in enumerate(raws):
         body = len(raw) - _HEADER.size
         if body > 0 and not body % 4 and raw[0] == _VERSION:
             by_width.setdefault(body // 4, []).append(index)
-    for indices in by_width.values():
-        vectors = [np.frombuffer(raws[i], dtype="<f4", offset=_HEADER.size) for i in indices]
+    for width, indices in by_width.items():
+        joined = raws[indices[0]] if len(indices) == 1 else b"".join([raws[i] for i in indices])
+        rows = np.frombuffer(joined, dtype=np.uint8).reshape(len(indices), _HEADER.size + 4 * width)
+        vectors = np.ascontiguousarray(rows[:, _HEADER.size :]).view("<f4").astype(np.float32, copy=False)
         # One sum per vector finds any NaN or infinity (an overflow to infinity only costs a miss).
-        sums = np.add.reduce(vectors, axis=1) if len(vectors) > 1 else np.array([vectors[0].sum()])
-        finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(sums))
+        finite = np.isfinite(np.add.reduce(vectors, axis=1)).tolist()
+        tokens = np.ascontiguousarray(rows[:, 2:6]).view("<u4")[:, 0].tolist()
+        flags = rows[:, 1].tolist()
         for row, index in enumerate(indices):
             if finite[row]:
-                _, flags, tokens = _HEADER.unpack_from(raws[index])
-                found[index] = Entry(vector=vectors[row], tokens=tokens, estimated=bool(flags & _ESTIMATED))
+                found[index] = Entry(vector=vectors[row], tokens=tokens[row], estimated=bool(flags[row] & _ESTIMATED))
     return found
