@@ -171,14 +171,7 @@ class CachedRequest:
     ) -> Served:
         unique, first, position_of = _unique(items)
         unique_texts = [decoded[i] for i in first] if decoded is not None else None
-        spaces = self.spaces
-        lookups = [
-            [
-                space.key(unique_texts[u] if unique_texts is not None and decodes else item)
-                for space, decodes in zip(spaces, self.decodes)
-            ]
-            for u, item in enumerate(unique)
-        ]
+        lookups = _lookups(self.spaces, self.decodes, unique, unique_texts)
         unique_counts = [counts[i] for i in first] if counts is not None else None
         fresh: list[_Fresh] = []
 
@@ -233,7 +226,7 @@ class CachedRequest:
         embedded = sum(int(f.result.prompt_tokens or 0) for f in fresh)
         by_name = {d.name: d for d in alias.deployments}
         used = [f.deployment for f in fresh]
-        used += [by_name[self.spaces[i].deployment] for i in found_in if i >= 0]
+        used += [by_name[self.spaces[i].deployment] for i in dict.fromkeys(found_in) if i >= 0]
         if not used:
             used = [alias.deployments[0]]
         cost, unit = _cost(fresh, alias)
@@ -261,6 +254,20 @@ class CachedRequest:
             cached_tokens=cached_tokens,
             cost_saved=saved,
         )
+
+
+def _lookups(
+    spaces: list[Namespace], decodes: list[bool], unique: list[EmbedInput], texts: list[str] | None
+) -> list[list[bytes]]:
+    """Each unique input's key under every namespace (token ids decoded where that
+    deployment reads them as text)."""
+    if len(spaces) == 1:  # one deployment: one key per input, no pairing
+        key = spaces[0].key
+        return [[key(item)] for item in (texts if texts is not None and decodes[0] else unique)]
+    return [
+        [space.key(texts[u] if texts is not None and decoded else item) for space, decoded in zip(spaces, decodes)]
+        for u, item in enumerate(unique)
+    ]
 
 
 def _unique(items: Sequence[EmbedInput]) -> tuple[list[EmbedInput], list[int], list[int]]:
