@@ -16,6 +16,7 @@ in significantly many rounds (p < 0.05), ``noise`` the rest.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import math
 import statistics
@@ -125,7 +126,7 @@ def measure(case: Case, *, seconds: float, rounds: int) -> Outcome:
 
 
 def main() -> None:
-    from bench import shortcut_cases, shortcut_io
+    from bench import shortcut_cache, shortcut_cases, shortcut_io
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="per shortcut (both sides, all rounds)")
@@ -138,7 +139,8 @@ def main() -> None:
 
     outcomes: list[Outcome] = []
     with contextlib.ExitStack() as stack:
-        cases = [*shortcut_cases.cases(), *stack.enter_context(shortcut_io.cases())]
+        io_cases = stack.enter_context(shortcut_io.cases())
+        cases = [*shortcut_cases.cases(), *io_cases, *shortcut_cache.cases(asyncio.get_event_loop())]
         for case in cases:
             if wanted(case):
                 outcome = measure(case, seconds=args.seconds, rounds=args.rounds)
