@@ -50,9 +50,15 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], *, timeout_s: float =
 
 @contextlib.contextmanager
 def gateway_process(
-    config: dict[str, Any], *, extra_env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
+    config: dict[str, Any],
+    *,
+    extra_env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    checkout: Path | None = None,
 ) -> Iterator[str]:
-    """``embedding-gateway serve`` on a free loopback port with ``config``; yields its base URL."""
+    """``embedding-gateway serve`` on a free loopback port with ``config``; yields its base URL.
+
+    ``checkout``: serve the gateway code of another checkout (a baseline) instead of this one."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
@@ -60,7 +66,7 @@ def gateway_process(
         path.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--log-level", "warning", *extra_args]
         env = {**os.environ, **(extra_env or {})}
-        process = subprocess.Popen(command, cwd=ROOT, env=env)
+        process = subprocess.Popen(command, cwd=checkout or ROOT, env=env)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(f"{base}/readyz", process)

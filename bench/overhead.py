@@ -7,7 +7,7 @@ load, alternating them: concurrency 1 and 32; one short text per request and 32 
 request; the client asks for ``float``. With ``--accounting`` it also runs a second gateway
 with the usage ledger and metrics off and prints the ratio between the two.
 
-    python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough]
+    python bench/overhead.py [--seconds 2] [--rounds 5] [--accounting] [--client-passthrough] [--baseline DIR]
                              [--provider cohere|voyage|jina]
 
 ``--provider NAME`` adds that provider's fake upstream (Cohere ``/v2/embed``, Voyage or Jina
@@ -136,6 +136,9 @@ def main() -> None:
                         help="also a pass-through that sends through httpx.AsyncClient (the usual httpx way)")
     parser.add_argument("--provider", choices=sorted(PROVIDERS),
                         help="also measure this provider's gateway/passthrough beside the OpenAI-style one's")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also the gateway of another checkout (e.g. a git worktree of an older commit), "
+                             "side by side in the same rounds: prints gateway/baseline")
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -170,6 +173,12 @@ def main() -> None:
         targets["gateway"] = f"{gateway}/v1/embeddings"
         if provider is not None:
             targets[f"gateway-{provider}"] = f"{gateway}/v1/embeddings"
+        if args.baseline is not None:
+            baseline = stack.enter_context(gateway_process(
+                gateway_config(upstream, ledger=f"sqlite:///{folder}/baseline.db", metrics=True),
+                checkout=args.baseline.resolve(),
+            ))
+            targets["gateway-baseline"] = f"{baseline}/v1/embeddings"
         if args.accounting:
             bare_gateway = stack.enter_context(gateway_process(gateway_config(upstream, ledger="off", metrics=False)))
             targets["gateway-no-accounting"] = f"{bare_gateway}/v1/embeddings"
@@ -215,6 +224,11 @@ def main() -> None:
         if args.client_passthrough:
             against_client = per_round("gateway", "passthrough-asyncclient", 32)
             ratios.append(f"gateway/passthrough-asyncclient ({label}) = {against_client:.2f}")
+        if args.baseline is not None:
+            against_baseline = per_round("gateway", "gateway-baseline", 32)
+            baseline_ratio = per_round("gateway-baseline", "passthrough", 32)
+            ratios.append(f"baseline gateway/passthrough ({label}) = {baseline_ratio:.2f}")
+            ratios.append(f"gateway/baseline ({label}) = {against_baseline:.2f}")
         if args.accounting:
             on_off = per_round("gateway", "gateway-no-accounting", 32)
             ratios.append(f"accounting on/off ({label}) = {on_off:.2f}")

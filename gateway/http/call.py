@@ -8,11 +8,11 @@ wants a full ``Request`` (query parameters) asks :meth:`ApiCall.request` for one
 
 from __future__ import annotations
 
-from typing import Callable
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
+from gateway.http.connections import BODY_READ_KEY
 from gateway.record import RequestRecord
 
 __all__ = ["ApiCall"]
@@ -21,7 +21,7 @@ __all__ = ["ApiCall"]
 class ApiCall:
     """The scope, receive and record of one request, and its path parameters."""
 
-    __slots__ = ("scope", "receive", "record", "path_params", "on_body_read")
+    __slots__ = ("scope", "receive", "record", "path_params")
 
     def __init__(
         self, scope: Scope, receive: Receive, record: RequestRecord, path_params: dict[str, str] | None = None
@@ -30,13 +30,10 @@ class ApiCall:
         self.receive = receive
         self.record = record
         self.path_params = path_params or {}
-        #: Called once the whole body has been received (the front door then watches for
-        #: the client hanging up).
-        self.on_body_read: Callable[[], None] | None = None
 
     def body_read(self) -> None:
-        if self.on_body_read is not None:
-            self.on_body_read()
+        """The whole body is in: from now on a client that hangs up cancels the request."""
+        self.scope[BODY_READ_KEY] = True
 
     @property
     def request_id(self) -> str:

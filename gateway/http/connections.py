@@ -33,10 +33,16 @@ from typing import Any, Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CUT_KEY", "ConnectionLimits", "GuardedProtocol", "configure", "raise_fd_limit"]
+__all__ = ["BODY_READ_KEY", "CUT_KEY", "HANDLER_TASK_KEY", "HUNG_UP_KEY", "ConnectionLimits", "GuardedProtocol", "configure", "raise_fd_limit"]
 
 #: Scope key set to ``"body_timeout"`` when the server cut a request's body short.
 CUT_KEY = "gateway.cut"
+#: Scope keys through which the protocol cancels a request whose client hung up: the
+#: front door names the handler's task, the body reader says the body is all in, and the
+#: protocol marks the scope before it cancels the task (the front door answers 499).
+HANDLER_TASK_KEY = "gateway.handler_task"
+BODY_READ_KEY = "gateway.body_read"
+HUNG_UP_KEY = "gateway.hung_up"
 OnCut = Callable[[str], None]
 logger = logging.getLogger("gateway.connections")
 
@@ -125,6 +131,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         if self._refused:
             return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            scope: Any = cycle.scope
+            task = scope.get(HANDLER_TASK_KEY)
+            if task is not None and scope.get(BODY_READ_KEY):
+                scope[HUNG_UP_KEY] = True
+                task.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
