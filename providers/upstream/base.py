@@ -49,6 +49,7 @@ take, learning the width from the first answer when no one declared it, and the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -91,7 +92,7 @@ class Answer:
     cost_usd: float | None = None
 
 
-class UpstreamProvider:
+class UpstreamProvider(ABC):
     """Base of the HTTP upstream providers; see the module docstring for how to add one."""
 
     provider: ClassVar[str] = "upstream"
@@ -150,7 +151,7 @@ class UpstreamProvider:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 (an optional hook: most providers need no setup)
         """Read options before the capabilities are declared (nothing by default)."""
 
     def query(self) -> Mapping[str, str]:
@@ -161,14 +162,17 @@ class UpstreamProvider:
         """``(min, max)`` the upstream produces natively; None: it takes no ``dimensions``."""
         return None
 
+    @abstractmethod
     def path(self, options: EmbedOptions) -> str:
-        raise NotImplementedError
+        """The path (after ``base_url``) a call is posted to."""
 
+    @abstractmethod
     def body(self, inputs: Sequence[EmbedInput], options: EmbedOptions) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON body of one call (start from :meth:`base_body`)."""
 
+    @abstractmethod
     def read(self, payload: dict[str, Any], inputs: Sequence[EmbedInput], options: EmbedOptions) -> Answer:
-        raise NotImplementedError
+        """The vectors and usage of one answer."""
 
     def count_tokens(
         self, inputs: Sequence[EmbedInput], *, input_type: InputType | None = None
