@@ -160,6 +160,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+        # The body's last bytes may have paused reading (uvicorn's flow control) after the
+        # app's last receive; read on, so a client that hangs up is seen (connection_lost).
+        if self.flow is not None:
+            self.flow.resume_reading()
 
     def _arm_headers(self) -> None:
         limits = _guard[0]
