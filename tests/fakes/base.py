@@ -196,6 +196,9 @@ class FakeUpstream:
 
     #: The header the key comes in: ``authorization`` (Bearer) or the key alone (``api-key``).
     auth_header = "authorization"
+    #: Set by a provider whose 401 is its own short message for any wrong or missing Bearer
+    #: key (Cohere, Voyage, Jina); None: OpenAI's two messages.
+    bad_key_message: str | None = None
 
     def _query_error(self, request: Request) -> Response | None:
         """A refusal of the request's query string (none by default)."""
@@ -219,6 +222,10 @@ class FakeUpstream:
         if self.api_key is None:
             return None
         authorization = request.headers.get(self.auth_header)
+        if self.bad_key_message is not None:
+            if authorization != f"Bearer {self.api_key}":
+                return self.error_response(401, self.bad_key_message)
+            return None
         if self.auth_header != "authorization":
             if authorization != self.api_key:
                 return openai_error(401, f"Access denied: missing or invalid {self.auth_header} header.", code="401")

@@ -20,7 +20,6 @@ Run standalone: ``python -m fakes.cohere_upstream --port 0``.
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from starlette.responses import Response
 
 from .base import BadJSON, FakeUpstream, Rejected, json_response
 from .faults import MODES, Fault
-from .server import serve_forever
+from .server import fake_main
 from .typed_outputs import TYPES, answer, faulted_rows, typed_rows
 from .vectors import fake_token_count, typed_matrix
 
@@ -77,6 +76,8 @@ def _invalid(message: str) -> Rejected:
 class CohereUpstream(FakeUpstream):
     """The fake Cohere upstream app; pass a ``CohereConfig`` or its fields."""
 
+    bad_key_message = "invalid api token"
+
     def __init__(self, config: CohereConfig | None = None, **options: Any) -> None:
         config = replace(config, **options) if config else CohereConfig(**options)
         self.config = config
@@ -97,13 +98,6 @@ class CohereUpstream(FakeUpstream):
         headers: dict[str, str] | None = None,
     ) -> Response:
         return json_response({"message": message}, status, headers)
-
-    def auth_error(self, request: Any) -> Response | None:
-        if self.api_key is None:
-            return None
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return self.error_response(401, "invalid api token")
-        return None
 
     def _validate(self, body: Any) -> tuple[str, CohereModel, list[str], str | None, list[str], int]:
         if isinstance(body, BadJSON):
@@ -171,13 +165,7 @@ class CohereUpstream(FakeUpstream):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fakes.cohere_upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--salt", default="")
-    args = parser.parse_args(argv)
-    serve_forever(CohereUpstream(api_key=args.api_key, salt=args.salt), host=args.host, port=args.port)
+    fake_main(CohereUpstream, "python -m fakes.cohere_upstream", argv)
 
 
 if __name__ == "__main__":

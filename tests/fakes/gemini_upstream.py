@@ -20,7 +20,6 @@ Run standalone: ``python -m fakes.gemini_upstream --port 0``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,7 +30,7 @@ from starlette.responses import Response
 
 from .base import BadJSON, FakeUpstream, Rejected, current_request, json_response
 from .faults import MODES, Fault
-from .server import serve_forever
+from .server import fake_main
 from .typed_outputs import answer, faulted_rows
 from .vectors import typed_matrix
 
@@ -179,13 +178,7 @@ class GeminiUpstream(FakeUpstream):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fakes.gemini_upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--salt", default="")
-    args = parser.parse_args(argv)
-    serve_forever(GeminiUpstream(api_key=args.api_key, salt=args.salt), host=args.host, port=args.port)
+    fake_main(GeminiUpstream, "python -m fakes.gemini_upstream", argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Run standalone: ``python -m fakes.jina_upstream --port 0``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,7 +27,7 @@ from starlette.responses import Response
 
 from .base import BadJSON, FakeUpstream, Rejected, json_response
 from .faults import Fault
-from .server import serve_forever
+from .server import fake_main
 from .typed_outputs import answer, faulted_rows, typed_rows
 from .vectors import fake_token_count, typed_matrix
 
@@ -75,6 +74,8 @@ def _bad(message: str, status: int = 400) -> Rejected:
 class JinaUpstream(FakeUpstream):
     """The fake Jina upstream app; pass a ``JinaConfig`` or its fields."""
 
+    bad_key_message = "Unauthorized: invalid API key"
+
     def __init__(self, config: JinaConfig | None = None, **options: Any) -> None:
         config = replace(config, **options) if config else JinaConfig(**options)
         self.config = config
@@ -90,13 +91,6 @@ class JinaUpstream(FakeUpstream):
         headers: dict[str, str] | None = None,
     ) -> Response:
         return json_response({"detail": message}, status, headers)
-
-    def auth_error(self, request: Any) -> Response | None:
-        if self.api_key is None:
-            return None
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return self.error_response(401, "Unauthorized: invalid API key")
-        return None
 
     def _texts(self, raw: Any, model: JinaModel, truncate: bool) -> tuple[list[str], int]:
         items = [raw] if isinstance(raw, str) else raw
@@ -146,13 +140,7 @@ class JinaUpstream(FakeUpstream):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fakes.jina_upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--salt", default="")
-    args = parser.parse_args(argv)
-    serve_forever(JinaUpstream(api_key=args.api_key, salt=args.salt), host=args.host, port=args.port)
+    fake_main(JinaUpstream, "python -m fakes.jina_upstream", argv)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -150,3 +151,15 @@ def serve_forever(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         await task
 
     asyncio.run(main())
+
+
+def fake_main(make: Callable[..., Any], prog: str, argv: Sequence[str] | None = None) -> None:
+    """The command line of a fake upstream module: ``make(api_key=..., salt=...)`` served
+    in the foreground on ``--host``/``--port``."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key")
+    parser.add_argument("--salt", default="")
+    args = parser.parse_args(argv)
+    serve_forever(make(api_key=args.api_key, salt=args.salt), host=args.host, port=args.port)

@@ -18,7 +18,6 @@ Run standalone: ``python -m fakes.voyage_upstream --port 0``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +26,7 @@ from starlette.responses import Response
 
 from .base import BadJSON, FakeUpstream, Rejected, json_response
 from .faults import Fault
-from .server import serve_forever
+from .server import fake_main
 from .typed_outputs import answer, faulted_rows, typed_rows
 from .vectors import fake_token_count, typed_matrix
 
@@ -80,6 +79,8 @@ def _bad(message: str) -> Rejected:
 class VoyageUpstream(FakeUpstream):
     """The fake Voyage upstream app; pass a ``VoyageConfig`` or its fields."""
 
+    bad_key_message = "Provided API key is invalid."
+
     def __init__(self, config: VoyageConfig | None = None, **options: Any) -> None:
         config = replace(config, **options) if config else VoyageConfig(**options)
         self.config = config
@@ -95,13 +96,6 @@ class VoyageUpstream(FakeUpstream):
         headers: dict[str, str] | None = None,
     ) -> Response:
         return json_response({"detail": message}, status, headers)
-
-    def auth_error(self, request: Any) -> Response | None:
-        if self.api_key is None:
-            return None
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return self.error_response(401, "Provided API key is invalid.")
-        return None
 
     def _texts(self, raw: Any, model: VoyageModel, truncation: bool) -> tuple[list[str], int]:
         texts = [raw] if isinstance(raw, str) else raw
@@ -159,13 +153,7 @@ class VoyageUpstream(FakeUpstream):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fakes.voyage_upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--salt", default="")
-    args = parser.parse_args(argv)
-    serve_forever(VoyageUpstream(api_key=args.api_key, salt=args.salt), host=args.host, port=args.port)
+    fake_main(VoyageUpstream, "python -m fakes.voyage_upstream", argv)
 
 
 if __name__ == "__main__":
